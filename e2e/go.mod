@@ -1,0 +1,3 @@
+module cryptopulse/e2e
+
+go 1.26.8

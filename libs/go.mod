@@ -1,0 +1,3 @@
+module cryptopulse/libs
+
+go 1.26.8

@@ -1,0 +1,3 @@
+module cryptopulse/services/auth
+
+go 1.26.8

@@ -1,0 +1,3 @@
+module cryptopulse/services/fetcher
+
+go 1.26.8

@@ -1,0 +1,3 @@
+module cryptopulse/services/gateway
+
+go 1.26.8

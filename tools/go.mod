@@ -1,0 +1,3 @@
+module cryptopulse/tools
+
+go 1.26.8
