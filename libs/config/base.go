@@ -1,0 +1,42 @@
+package config
+
+import (
+	"net/netip"
+	"os"
+	"strconv"
+	"time"
+)
+
+// Base holds the settings every HTTP service shares.
+type Base struct {
+	Host          string
+	Port          int
+	InstanceID    string
+	LogLevel      string
+	RedisURL      string
+	ShutdownGrace time.Duration
+	// TrustedProxies are the peers whose X-Forwarded-For is believed.
+	TrustedProxies []netip.Prefix
+	ThrottleTTL    time.Duration
+}
+
+// LoadBase reads the shared settings. The instance id defaults to the host
+// name plus the process id, which is unique per container and per local
+// process alike.
+func LoadBase(r *Reader, defaultPort int) Base {
+	host, _ := os.Hostname()
+	b := Base{
+		Host:           r.String("HOST", "0.0.0.0"),
+		Port:           r.Int("PORT", defaultPort, 0, 65535),
+		InstanceID:     r.String("INSTANCE_ID", host+"-"+strconv.Itoa(os.Getpid())),
+		LogLevel:       r.OneOf("LOG_LEVEL", "info", "debug", "verbose", "info", "log", "warn", "error", "fatal"),
+		RedisURL:       r.String("REDIS_URL", "redis://127.0.0.1:6379/0"),
+		ShutdownGrace:  r.Millis("SHUTDOWN_GRACE_MS", 15*time.Second, 0, 10*time.Minute),
+		TrustedProxies: r.Prefixes("TRUSTED_PROXIES", "127.0.0.1/32,::1/128"),
+		ThrottleTTL:    r.Millis("THROTTLE_TTL_MS", time.Minute, time.Second, 24*time.Hour),
+	}
+	return b
+}
+
+// Addr is the listen address.
+func (b Base) Addr() string { return b.Host + ":" + strconv.Itoa(b.Port) }
