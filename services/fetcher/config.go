@@ -1,0 +1,72 @@
+package main
+
+import (
+	"time"
+
+	"cryptopulse/libs/config"
+	"cryptopulse/services/fetcher/internal/coingecko"
+)
+
+// Config is everything the fetcher reads from its environment.
+type Config struct {
+	config.Base
+	DatabaseURL string
+	DBPoolSize  int
+
+	CoinGeckoURL        string
+	CoinGeckoKey        string
+	CoinGeckoPlan       string
+	CoinGeckoRateLimit  int
+	CoinGeckoTimeout    time.Duration
+	CoinGeckoAttempts   int
+	CoinGeckoRetryAfter time.Duration
+
+	BatchWindow     time.Duration
+	BatchThreshold  int
+	BatchLease      time.Duration
+	BatchPoll       time.Duration
+	BatchMaxCoins   int
+	FlushConcurrent int
+	ReplyMargin     time.Duration
+	ReclaimIdle     time.Duration
+	ResultTTL       time.Duration
+}
+
+func loadConfig(getenv config.Getenv) (Config, error) {
+	file := getenv("ENV_FILE")
+	if file == "" {
+		file = ".env"
+	}
+	getenv, err := config.WithDotEnv(getenv, file)
+	if err != nil {
+		return Config{}, err
+	}
+	r := config.NewReader(getenv)
+	c := Config{
+		Base:        config.LoadBase(r, 3000),
+		DatabaseURL: r.String("DATABASE_URL", "postgres://postgres:postgres@127.0.0.1:5432/cryptopulse?sslmode=disable"),
+		DBPoolSize:  r.Int("DB_POOL_SIZE", 10, 1, 1000),
+
+		CoinGeckoURL:        r.String("COINGECKO_BASE_URL", "https://api.coingecko.com"),
+		CoinGeckoKey:        r.String("COINGECKO_API_KEY", ""),
+		CoinGeckoPlan:       r.OneOf("COINGECKO_PLAN", "", "", coingecko.PlanDemo, coingecko.PlanPro),
+		CoinGeckoRateLimit:  r.Int("COINGECKO_RATE_LIMIT", 30, 0, 100_000),
+		CoinGeckoTimeout:    r.Millis("COINGECKO_TIMEOUT_MS", 3*time.Second, 100*time.Millisecond, time.Minute),
+		CoinGeckoAttempts:   r.Int("COINGECKO_MAX_ATTEMPTS", 3, 1, 10),
+		CoinGeckoRetryAfter: r.Millis("COINGECKO_DEFAULT_RETRY_AFTER_MS", time.Minute, time.Second, time.Hour),
+
+		BatchWindow:     r.Millis("BATCH_WINDOW_MS", 5*time.Second, 10*time.Millisecond, time.Hour),
+		BatchThreshold:  r.Int("BATCH_THRESHOLD", 3, 1, 10_000),
+		BatchLease:      r.Millis("BATCH_LEASE_MS", 1500*time.Millisecond, 100*time.Millisecond, time.Minute),
+		BatchPoll:       r.Millis("BATCH_POLL_MS", 100*time.Millisecond, 5*time.Millisecond, 10*time.Second),
+		BatchMaxCoins:   r.Int("BATCH_MAX_COINS", 100, 1, 515),
+		FlushConcurrent: r.Int("FLUSH_CONCURRENCY", 4, 1, 1000),
+		ReplyMargin:     r.Millis("BATCH_REPLY_MARGIN_MS", 300*time.Millisecond, 0, time.Minute),
+		ReclaimIdle:     r.Millis("STREAM_RECLAIM_IDLE_MS", 3*time.Second, 100*time.Millisecond, time.Hour),
+		ResultTTL:       r.Millis("RESULT_TTL_MS", time.Minute, time.Second, time.Hour),
+	}
+	if _, err := coingecko.New(c.CoinGeckoURL, "", c.CoinGeckoPlan, time.Second); err != nil {
+		r.Fail("COINGECKO_BASE_URL", "%v", err)
+	}
+	return c, r.Err()
+}

@@ -1,0 +1,152 @@
+// Package worker holds the fetcher's three loops: the consumer that moves
+// stream entries into shared batches, the flusher that claims due batches
+// and answers them with one upstream call, and the persister that writes
+// fetched prices to Postgres.
+package worker
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"cryptopulse/libs/price"
+	"cryptopulse/services/fetcher/internal/batch"
+)
+
+// Consumer reads the request stream through the "fetchers" group.
+type Consumer struct {
+	RDB   *redis.Client
+	Store *batch.Store
+	Name  string // consumer name: the instance id
+	Log   *zap.Logger
+	// ReclaimIdle is how long an entry may sit unacknowledged with a dead
+	// consumer before another takes it.
+	ReclaimIdle time.Duration
+	Count       int64
+	Block       time.Duration
+}
+
+// EnsureGroup creates the stream and group if missing. It starts the group at
+// 0, not $, so that after Redis comes back empty the requests gateways added
+// before any fetcher noticed are still read.
+func EnsureGroup(ctx context.Context, rdb *redis.Client, stream, group string) error {
+	err := rdb.XGroupCreateMkStream(ctx, stream, group, "0").Err()
+	if err != nil && !strings.HasPrefix(err.Error(), "BUSYGROUP") {
+		return err
+	}
+	return nil
+}
+
+func isNoGroup(err error) bool { return err != nil && strings.HasPrefix(err.Error(), "NOGROUP") }
+
+// Run consumes until ctx is done. Redis failures are logged and retried; it
+// never returns early.
+func (c *Consumer) Run(ctx context.Context) {
+	lastReclaim := time.Time{}
+	for ctx.Err() == nil {
+		if time.Since(lastReclaim) > c.ReclaimIdle/2 {
+			lastReclaim = time.Now()
+			c.reclaim(ctx)
+		}
+		res, err := c.RDB.XReadGroup(ctx, &redis.XReadGroupArgs{
+			Group: price.Group, Consumer: c.Name, Streams: []string{price.StreamKey, ">"},
+			Count: c.Count, Block: c.Block,
+		}).Result()
+		switch {
+		case errors.Is(err, redis.Nil):
+			continue
+		case isNoGroup(err):
+			// Redis lost the stream or group (a restart without data):
+			// make them again and go on.
+			c.Log.Warn("consumer group missing; recreating it")
+			if err := EnsureGroup(ctx, c.RDB, price.StreamKey, price.Group); err != nil {
+				c.pause(ctx, err)
+			}
+			continue
+		case err != nil:
+			c.pause(ctx, err)
+			continue
+		}
+		for _, s := range res {
+			for _, m := range s.Messages {
+				c.handle(ctx, m)
+			}
+		}
+	}
+}
+
+func (c *Consumer) pause(ctx context.Context, err error) {
+	if ctx.Err() != nil {
+		return
+	}
+	c.Log.Warn("reading the request stream failed; retrying", zap.Error(err))
+	select {
+	case <-ctx.Done():
+	case <-time.After(250 * time.Millisecond):
+	}
+}
+
+// reclaim takes over entries another consumer read but never batched (it
+// died between XREADGROUP and the enqueue).
+func (c *Consumer) reclaim(ctx context.Context) {
+	start := "0-0"
+	for ctx.Err() == nil {
+		msgs, next, err := c.RDB.XAutoClaim(ctx, &redis.XAutoClaimArgs{
+			Stream: price.StreamKey, Group: price.Group, Consumer: c.Name,
+			MinIdle: c.ReclaimIdle, Start: start, Count: 100,
+		}).Result()
+		if err != nil {
+			if !isNoGroup(err) && !errors.Is(err, redis.Nil) {
+				c.Log.Warn("reclaiming stale entries failed", zap.Error(err))
+			}
+			return
+		}
+		for _, m := range msgs {
+			c.Log.Info("reclaimed a stale stream entry", zap.String("entry", m.ID))
+			c.handle(ctx, m)
+		}
+		if next == "0-0" || len(msgs) == 0 {
+			return
+		}
+		start = next
+	}
+}
+
+func (c *Consumer) handle(ctx context.Context, m redis.XMessage) {
+	req, err := parseRequest(m.Values)
+	if err == nil {
+		err = req.Validate()
+	}
+	if err != nil {
+		// A malformed entry can never be answered; acknowledge it so it
+		// does not come back forever.
+		c.Log.Warn("dropping malformed stream entry", zap.String("entry", m.ID), zap.Error(err))
+		_ = c.RDB.XAck(ctx, price.StreamKey, price.Group, m.ID).Err()
+		return
+	}
+	j, err := c.Store.Enqueue(ctx, m.ID, req)
+	if err != nil {
+		// Left pending: reclaim picks it up again after ReclaimIdle.
+		c.Log.Warn("batching a request failed", zap.String("entry", m.ID), zap.Error(err))
+		return
+	}
+	c.Log.Debug("request batched", zap.String("entry", m.ID), zap.String("requestId", req.ID),
+		zap.String("batch", j.BatchID), zap.Int("size", j.Size), zap.String("outcome", j.Outcome))
+}
+
+func parseRequest(v map[string]any) (price.Request, error) {
+	s := func(k string) string { x, _ := v[k].(string); return x }
+	timeout, err := strconv.ParseInt(s(price.FieldTimeoutMS), 10, 64)
+	if err != nil {
+		return price.Request{}, errors.New("timeout_ms is not a number")
+	}
+	return price.Request{
+		ID: s(price.FieldRequestID), Coin: s(price.FieldCoin), Currency: s(price.FieldCurrency),
+		ReplyTo: s(price.FieldReplyTo), TimeoutMS: timeout, Gateway: s(price.FieldGateway),
+	}, nil
+}

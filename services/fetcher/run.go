@@ -1,0 +1,122 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"cryptopulse/libs/config"
+	"cryptopulse/libs/logger"
+	"cryptopulse/libs/price"
+	"cryptopulse/libs/pricedb"
+	"cryptopulse/libs/redisconn"
+	"cryptopulse/libs/web"
+	"cryptopulse/services/fetcher/internal/batch"
+	"cryptopulse/services/fetcher/internal/coingecko"
+	"cryptopulse/services/fetcher/internal/worker"
+)
+
+// run starts the fetcher and blocks until ctx is done; then it stops reading
+// the stream, answers the batches it holds, and returns.
+func run(ctx context.Context, getenv config.Getenv, stdout io.Writer, ready chan<- string) error {
+	cfg, err := loadConfig(getenv)
+	if err != nil {
+		return err
+	}
+	log, err := logger.New(stdout, cfg.LogLevel, "fetcher", cfg.InstanceID)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = log.Sync() }()
+	log.Info("starting", zap.String("addr", cfg.Addr()), zap.String("redis", config.MaskURL(cfg.RedisURL)),
+		zap.String("database", config.MaskURL(cfg.DatabaseURL)), zap.String("coingecko", cfg.CoinGeckoURL),
+		zap.String("coingeckoKey", config.Mask(cfg.CoinGeckoKey)), zap.Int("coingeckoRateLimit", cfg.CoinGeckoRateLimit),
+		zap.Duration("window", cfg.BatchWindow), zap.Int("threshold", cfg.BatchThreshold), zap.Duration("lease", cfg.BatchLease))
+
+	rdb, err := redisconn.Open(cfg.RedisURL, 0)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	db, err := pricedb.Open(cfg.DatabaseURL, cfg.DBPoolSize)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	pg := pricedb.NewStore(db)
+	store, err := batch.NewStore(rdb, batch.Settings{
+		Window: cfg.BatchWindow, Threshold: cfg.BatchThreshold, Lease: cfg.BatchLease,
+		KeyTTL: cfg.BatchWindow + 10*time.Minute, Keep: 10 * time.Minute, ResultTTL: cfg.ResultTTL, RecordsMaxLen: 1_000_000,
+	})
+	if err != nil {
+		return err
+	}
+	upstream, err := coingecko.New(cfg.CoinGeckoURL, cfg.CoinGeckoKey, cfg.CoinGeckoPlan, cfg.CoinGeckoRetryAfter)
+	if err != nil {
+		return err
+	}
+	if err := worker.EnsureGroup(ctx, rdb, price.StreamKey, price.Group); err != nil {
+		// Not fatal: the consumer creates the group once Redis answers.
+		log.Warn("creating the consumer group failed; will retry", zap.Error(err))
+	}
+
+	reg := web.NewRegistry()
+	written := prometheus.NewCounter(prometheus.CounterOpts{Name: "fetcher_price_records_written_total", Help: "Rows written to price_records."})
+	reg.MustRegister(written)
+	flusher := worker.NewFlusher(worker.FlusherConfig{
+		Name: cfg.InstanceID, Poll: cfg.BatchPoll, MaxBatches: cfg.BatchMaxCoins, Concurrency: cfg.FlushConcurrent,
+		CallTimeout: cfg.CoinGeckoTimeout, MaxAttempts: cfg.CoinGeckoAttempts, Margin: cfg.ReplyMargin,
+		Lease: cfg.BatchLease, BudgetPerMin: cfg.CoinGeckoRateLimit,
+	}, rdb, store, upstream, log, reg)
+	consumer := &worker.Consumer{
+		RDB: rdb, Store: store, Name: cfg.InstanceID, Log: log,
+		ReclaimIdle: cfg.ReclaimIdle, Count: 100, Block: time.Second,
+	}
+	persister := &worker.Persister{
+		RDB: rdb, DB: pg, Name: cfg.InstanceID, Log: log, Written: written,
+		Migrate: func(ctx context.Context) error { return pricedb.Migrate(ctx, db) },
+	}
+
+	// Work stops in order on shutdown: no new requests are read, held
+	// batches are answered, and the records they produced are written.
+	workCtx, stopWork := context.WithCancel(context.WithoutCancel(ctx))
+	persistCtx, stopPersist := context.WithCancel(context.WithoutCancel(ctx))
+	var work, persist sync.WaitGroup
+	work.Add(2)
+	go func() { defer work.Done(); consumer.Run(workCtx) }()
+	go func() { defer work.Done(); flusher.Run(workCtx) }()
+	persist.Add(1)
+	go func() { defer persist.Done(); persister.Run(persistCtx) }()
+	defer func() {
+		stopWork()
+		work.Wait()
+		stopPersist()
+		persist.Wait()
+		log.Info("work drained")
+	}()
+
+	app := web.New(web.Options{Service: "fetcher", Instance: cfg.InstanceID, Log: log, Registry: reg})
+	web.Probes(app, "fetcher", cfg.InstanceID,
+		web.Check{Name: "redis", Check: func(ctx context.Context) error { return rdb.Ping(ctx).Err() }},
+		web.Check{Name: "postgres", Check: pg.Ping},
+	)
+	web.Metrics(app, reg)
+	ln, err := net.Listen("tcp", cfg.Addr())
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	log.Info("listening", zap.String("addr", ln.Addr().String()))
+	if ready != nil {
+		ready <- ln.Addr().String()
+	}
+	// The HTTP port only serves probes and metrics: stop it straight away.
+	err = web.Serve(ctx, app, ln, time.Second)
+	log.Info("stopping", zap.Error(err))
+	return err
+}

@@ -1,0 +1,45 @@
+package main
+
+import (
+	"time"
+
+	"cryptopulse/libs/config"
+	"cryptopulse/libs/jwtauth"
+)
+
+// Config is everything the gateway reads from its environment.
+type Config struct {
+	config.Base
+	JWTSecret     string
+	DatabaseURL   string
+	DBPoolSize    int
+	RedisPoolSize int
+	// ResultTimeout is how long a price request waits for its batch (504 after).
+	ResultTimeout time.Duration
+	GlobalLimit   int
+	// StreamMaxLen caps the request stream (approximate trimming).
+	StreamMaxLen int64
+}
+
+func loadConfig(getenv config.Getenv) (Config, error) {
+	file := getenv("ENV_FILE")
+	if file == "" {
+		file = ".env"
+	}
+	getenv, err := config.WithDotEnv(getenv, file)
+	if err != nil {
+		return Config{}, err
+	}
+	r := config.NewReader(getenv)
+	c := Config{
+		Base:          config.LoadBase(r, 3000),
+		JWTSecret:     r.Secret("JWT_SECRET", jwtauth.MinSecretLen),
+		DatabaseURL:   r.String("DATABASE_URL", "postgres://postgres:postgres@127.0.0.1:5432/cryptopulse?sslmode=disable"),
+		DBPoolSize:    r.Int("DB_POOL_SIZE", 10, 1, 1000),
+		RedisPoolSize: r.Int("REDIS_POOL_SIZE", 0, 0, 100_000),
+		ResultTimeout: r.Millis("BATCH_RESULT_TIMEOUT_MS", 8*time.Second, 100*time.Millisecond, 10*time.Minute),
+		GlobalLimit:   r.Int("THROTTLE_GLOBAL_LIMIT", 20, 1, 10_000_000),
+		StreamMaxLen:  int64(r.Int("STREAM_MAXLEN", 100_000, 100, 100_000_000)),
+	}
+	return c, r.Err()
+}

@@ -1,0 +1,178 @@
+// Package reply delivers fetchers' answers to the requests waiting in this
+// gateway. One pattern subscription carries every reply meant for this
+// instance, so ten thousand waiting clients cost one Redis connection, not
+// ten thousand. Publishes are fire-and-forget in Redis, so a reply sent while
+// the subscription was down (a reconnect, a Redis restart) would be lost; the
+// fetcher therefore also keeps every answer under its result key for a while,
+// and the hub reads those keys for requests that have waited too long.
+package reply
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"cryptopulse/libs/price"
+)
+
+// Hub routes replies to waiting requests.
+type Hub struct {
+	rdb     *redis.Client
+	gateway string
+	log     *zap.Logger
+	// SweepAfter is how long a request waits for its publish before the hub
+	// also looks for its result key; SweepEvery is how often it looks.
+	sweepAfter, sweepEvery time.Duration
+
+	mu      sync.Mutex
+	waiters map[string]*waiter
+	ready   chan struct{}
+	once    sync.Once
+}
+
+type waiter struct {
+	ch    chan price.Reply
+	since time.Time
+}
+
+// NewHub returns a Hub for the gateway instance; call Run to start it.
+func NewHub(rdb *redis.Client, gateway string, log *zap.Logger) *Hub {
+	return &Hub{
+		rdb: rdb, gateway: gateway, log: log,
+		sweepAfter: 750 * time.Millisecond, sweepEvery: 500 * time.Millisecond,
+		waiters: map[string]*waiter{},
+		ready:   make(chan struct{}),
+	}
+}
+
+// Ready is closed once the subscription has been confirmed the first time.
+func (h *Hub) Ready() <-chan struct{} { return h.ready }
+
+// Register starts waiting for the reply to requestID. The returned channel
+// receives at most one reply; cancel must be called when done waiting.
+func (h *Hub) Register(requestID string) (replies <-chan price.Reply, cancel func()) {
+	w := &waiter{ch: make(chan price.Reply, 1), since: time.Now()}
+	h.mu.Lock()
+	h.waiters[requestID] = w
+	h.mu.Unlock()
+	return w.ch, func() {
+		h.mu.Lock()
+		delete(h.waiters, requestID)
+		h.mu.Unlock()
+	}
+}
+
+// Waiting is how many requests wait for a reply now.
+func (h *Hub) Waiting() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.waiters)
+}
+
+func (h *Hub) deliver(requestID string, payload string) {
+	var r price.Reply
+	if err := json.Unmarshal([]byte(payload), &r); err != nil {
+		h.log.Warn("undecodable reply", zap.String("requestId", requestID), zap.Error(err))
+		return
+	}
+	h.mu.Lock()
+	w := h.waiters[requestID]
+	delete(h.waiters, requestID)
+	h.mu.Unlock()
+	if w != nil {
+		w.ch <- r
+	}
+}
+
+// Run subscribes and delivers until ctx is done. It never gives up on Redis:
+// while Redis is down it retries, and on every (re)subscription it sweeps for
+// replies published while it was away.
+func (h *Hub) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(h.sweepEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				h.sweep(ctx, h.sweepAfter)
+			}
+		}
+	}()
+	defer wg.Wait()
+
+	pattern := price.ReplyPattern(h.gateway)
+	prefix := price.ReplyChannel(h.gateway, "")
+	ps := h.rdb.PSubscribe(ctx, pattern)
+	defer ps.Close()
+	for ctx.Err() == nil {
+		msg, err := ps.ReceiveTimeout(ctx, 5*time.Second)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			var ne interface{ Timeout() bool }
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			h.log.Warn("reply subscription interrupted; retrying", zap.Error(err))
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(250 * time.Millisecond):
+			}
+			continue
+		}
+		switch m := msg.(type) {
+		case *redis.Subscription:
+			h.once.Do(func() { close(h.ready) })
+			h.log.Debug("reply subscription confirmed", zap.String("pattern", pattern))
+			h.sweep(ctx, 0)
+		case *redis.Message:
+			if id, ok := strings.CutPrefix(m.Channel, prefix); ok {
+				h.deliver(id, m.Payload)
+			}
+		}
+	}
+}
+
+// sweep reads the result keys of requests that have waited longer than age.
+func (h *Hub) sweep(ctx context.Context, age time.Duration) {
+	cutoff := time.Now().Add(-age)
+	h.mu.Lock()
+	var ids []string
+	for id, w := range h.waiters {
+		if !w.since.After(cutoff) {
+			ids = append(ids, id)
+		}
+	}
+	h.mu.Unlock()
+	for len(ids) > 0 {
+		n := min(len(ids), 500)
+		chunk := ids[:n]
+		ids = ids[n:]
+		keys := make([]string, len(chunk))
+		for i, id := range chunk {
+			keys[i] = price.ResultKey(id)
+		}
+		vals, err := h.rdb.MGet(ctx, keys...).Result()
+		if err != nil {
+			return
+		}
+		for i, v := range vals {
+			if s, ok := v.(string); ok {
+				h.deliver(chunk[i], s)
+			}
+		}
+	}
+}

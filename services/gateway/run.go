@@ -1,0 +1,86 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"cryptopulse/libs/config"
+	"cryptopulse/libs/jwtauth"
+	"cryptopulse/libs/logger"
+	"cryptopulse/libs/pricedb"
+	"cryptopulse/libs/redisconn"
+	"cryptopulse/libs/throttle"
+	"cryptopulse/libs/web"
+	"cryptopulse/services/gateway/internal/reply"
+)
+
+// run starts the gateway and blocks until ctx is done. When ready is not
+// nil it receives the address the gateway listens on.
+func run(ctx context.Context, getenv config.Getenv, stdout io.Writer, ready chan<- string) error {
+	cfg, err := loadConfig(getenv)
+	if err != nil {
+		return err
+	}
+	log, err := logger.New(stdout, cfg.LogLevel, "gateway", cfg.InstanceID)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = log.Sync() }()
+	log.Info("starting", zap.String("addr", cfg.Addr()), zap.String("jwtSecret", config.Mask(cfg.JWTSecret)),
+		zap.String("redis", config.MaskURL(cfg.RedisURL)), zap.String("database", config.MaskURL(cfg.DatabaseURL)),
+		zap.Int("dbPoolSize", cfg.DBPoolSize), zap.Duration("resultTimeout", cfg.ResultTimeout),
+		zap.Int("globalLimit", cfg.GlobalLimit), zap.Duration("throttleTTL", cfg.ThrottleTTL))
+
+	verifier, err := jwtauth.NewVerifier(cfg.JWTSecret, time.Now)
+	if err != nil {
+		return err
+	}
+	rdb, err := redisconn.Open(cfg.RedisURL, cfg.RedisPoolSize)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	db, err := pricedb.Open(cfg.DatabaseURL, cfg.DBPoolSize)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+
+	// The hub outlives the HTTP server: requests still in flight during a
+	// graceful shutdown need it to receive their replies.
+	hubCtx, stopHub := context.WithCancel(context.WithoutCancel(ctx))
+	hub := reply.NewHub(rdb, cfg.InstanceID, log)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); hub.Run(hubCtx) }()
+	defer func() { stopHub(); wg.Wait() }()
+
+	reg := web.NewRegistry()
+	app := web.New(web.Options{
+		Service: "gateway", Instance: cfg.InstanceID, Log: log, Registry: reg, Translate: translate,
+		BodyLimit: 4 << 10, WriteTimeout: cfg.ResultTimeout + 10*time.Second,
+	})
+	routes(app, deps{
+		log: log, cfg: cfg, verifier: verifier, limiter: throttle.New(rdb),
+		redis: rdb, hub: hub,
+		store: pricedb.NewStore(db), registry: reg,
+	})
+
+	ln, err := net.Listen("tcp", cfg.Addr())
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	log.Info("listening", zap.String("addr", ln.Addr().String()))
+	if ready != nil {
+		ready <- ln.Addr().String()
+	}
+	err = web.Serve(ctx, app, ln, cfg.ShutdownGrace)
+	log.Info("stopped", zap.Error(err))
+	return err
+}
