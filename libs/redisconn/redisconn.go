@@ -23,6 +23,8 @@ func Open(url string, poolSize int) (*redis.Client, error) {
 	opt.PoolTimeout = 500 * time.Millisecond
 	// A retry would double the time a client waits for its 503.
 	opt.MaxRetries = -1
+	// go-redis dials 5 times by default; once is enough to know Redis is down.
+	opt.DialerRetries = 1
 	if poolSize > 0 {
 		opt.PoolSize = poolSize
 	}

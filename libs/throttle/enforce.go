@@ -1,0 +1,101 @@
+package throttle
+
+import (
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+
+	"cryptopulse/libs/httperr"
+)
+
+// Messages a throttled client can see.
+const (
+	// MsgTooManyRequests is the message NestJS's ThrottlerGuard sent, kept so
+	// clients of the original see the same answer.
+	MsgTooManyRequests = "ThrottlerException: Too Many Requests"
+	// MsgUnavailable answers when the limiter cannot reach Redis: failing
+	// closed, since an unthrottled login would invite password guessing.
+	MsgUnavailable = "Service unavailable: rate limiter store (Redis) is unreachable"
+)
+
+// Enforce checks rules for the request in c, with c.UserContext() bounding the
+// Redis call, and puts the remaining budget on the answer in both the common
+// X-RateLimit-* headers and the IETF RateLimit / RateLimit-Policy fields.
+//
+// It returns nil when the request may proceed; a 429 *httperr.Error with
+// Retry-After when it may not; a 503 *httperr.Error wrapping the cause when
+// Redis fails; and an error wrapping ErrInvalidRule (a 500) for a bad rule.
+func (l *Limiter) Enforce(c *fiber.Ctx, rules ...Rule) error {
+	d, err := l.Allow(c.UserContext(), rules...)
+	if err != nil {
+		if errors.Is(err, ErrInvalidRule) {
+			return err
+		}
+		return httperr.Wrap(http.StatusServiceUnavailable, MsgUnavailable, err)
+	}
+	h := d.Headers()
+	for _, kv := range h {
+		c.Set(kv[0], kv[1])
+	}
+	if d.Allowed {
+		return nil
+	}
+	e := httperr.New(http.StatusTooManyRequests, MsgTooManyRequests)
+	// Carried on the error too, so the answer keeps them whatever the error
+	// handler does with headers set before it ran.
+	for _, kv := range h {
+		e.WithHeader(kv[0], kv[1])
+	}
+	return e.WithHeader(fiber.HeaderRetryAfter, httperr.RetryAfter(ceilMillis(d.RetryAfter)))
+}
+
+// Headers returns the rate-limit header fields describing d, as name/value
+// pairs in a fixed order. Times are whole seconds, rounded up so a client that
+// waits that long is never early.
+func (d Decision) Headers() [][2]string {
+	limit := strconv.Itoa(d.Limit)
+	remaining := strconv.Itoa(d.Remaining)
+	reset := strconv.FormatInt(ceilSeconds(d.Reset), 10)
+	policy := sfString(d.Rule.Policy)
+	return [][2]string{
+		{"X-RateLimit-Limit", limit},
+		{"X-RateLimit-Remaining", remaining},
+		{"X-RateLimit-Reset", reset},
+		// draft-ietf-httpapi-ratelimit-headers: q is the quota, w the window,
+		// r the remaining quota and t the seconds until it resets.
+		{"RateLimit-Policy", policy + ";q=" + limit + ";w=" + strconv.FormatInt(ceilSeconds(d.Rule.Window), 10)},
+		{"RateLimit", policy + ";r=" + remaining + ";t=" + reset},
+	}
+}
+
+func ceilMillis(d time.Duration) int64 {
+	return int64((d + time.Millisecond - 1) / time.Millisecond)
+}
+
+func ceilSeconds(d time.Duration) int64 {
+	return int64((d + time.Second - 1) / time.Second)
+}
+
+// sfString quotes a policy name as a structured-field string (RFC 8941),
+// which allows only printable ASCII with '"' and '\' escaped.
+func sfString(s string) string {
+	var b strings.Builder
+	b.WriteByte('"')
+	for _, r := range s {
+		switch {
+		case r == '"' || r == '\\':
+			b.WriteByte('\\')
+			b.WriteRune(r)
+		case r >= 0x20 && r < 0x7f:
+			b.WriteRune(r)
+		default:
+			b.WriteByte('_')
+		}
+	}
+	b.WriteByte('"')
+	return b.String()
+}

@@ -1,0 +1,168 @@
+// Package throttle is the rate limiter every gateway and auth instance shares.
+// Its state lives in Redis, so a limit holds across all instances, and it is
+// an exact sliding window: a rule of N per W accepts at most N requests in
+// any span of length W, whatever the alignment, so no burst is possible at a
+// window edge the way it is with fixed INCR+EXPIRE counters.
+//
+// Each rule keeps a log of its accepted hits in the sorted set
+// cp:throttle:<policy>:<subject> (scored by the microsecond Redis saw the
+// hit), trimmed to the window and expiring when it holds nothing that still
+// counts. Inspect one with
+//
+//	redis-cli ZRANGE cp:throttle:login-ip:203.0.113.7 0 -1 WITHSCORES
+//	redis-cli PTTL cp:throttle:login-ip:203.0.113.7
+//
+// A check is one EVALSHA round trip, whatever the number of rules. The keys of
+// one check must live on one Redis node (a single server, as CryptoPulse runs).
+package throttle
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// KeyPrefix starts every throttle key in Redis.
+const KeyPrefix = "cp:throttle:"
+
+// ErrInvalidRule is returned, wrapped, by Allow and Enforce when a rule cannot
+// be checked: a caller's bug, never the client's.
+var ErrInvalidRule = errors.New("throttle: invalid rule")
+
+// Rule is one limit a request must fit in: at most Limit requests per Window
+// for one Subject (a client address, a username, a token subject) under a
+// Policy (the name of the limit, such as "login-ip").
+type Rule struct {
+	Policy  string
+	Subject string
+	Limit   int
+	Window  time.Duration
+}
+
+// Key returns the Redis key holding the rule's log of accepted hits.
+func (r Rule) Key() string {
+	return KeyPrefix + r.Policy + ":" + r.Subject
+}
+
+// Validate reports why a rule cannot be checked, wrapping ErrInvalidRule.
+func (r Rule) Validate() error {
+	switch {
+	case r.Policy == "":
+		return fmt.Errorf("%w: empty policy", ErrInvalidRule)
+	case strings.Contains(r.Policy, ":"):
+		// A colon would let policy "a:b" with subject "c" share a key with
+		// policy "a" and subject "b:c".
+		return fmt.Errorf("%w: policy %q contains ':'", ErrInvalidRule, r.Policy)
+	case r.Limit < 1:
+		return fmt.Errorf("%w: policy %q: limit %d is below 1", ErrInvalidRule, r.Policy, r.Limit)
+	case r.Window < time.Millisecond:
+		// Redis expires keys in whole milliseconds.
+		return fmt.Errorf("%w: policy %q: window %v is below 1ms", ErrInvalidRule, r.Policy, r.Window)
+	}
+	return nil
+}
+
+// Decision is the outcome of a check.
+type Decision struct {
+	// Allowed is true when every rule had room; the hit was then recorded in
+	// each. When false, nothing was recorded anywhere.
+	Allowed bool
+	// Limit and Remaining are those of Rule, after this request.
+	Limit     int
+	Remaining int
+	// RetryAfter is how long until Rule has a free slot, when denied.
+	RetryAfter time.Duration
+	// Reset is how long until Rule's window holds no hits.
+	Reset time.Duration
+	// Rule is the rule that denied the request (the one freeing last, when
+	// several did) or, when allowed, the one with the least room left.
+	Rule Rule
+}
+
+// Limiter checks rules against the hit logs kept in Redis. It is safe for
+// concurrent use, and any number of Limiters, in any number of processes,
+// share the budgets of the Redis they talk to.
+type Limiter struct {
+	rdb    redis.Scripter
+	script *redis.Script
+}
+
+// New returns a Limiter over rdb; a *redis.Client satisfies redis.Scripter.
+// The client's timeouts bound each check: configure short ones so a dead
+// Redis fails a request fast instead of holding it.
+func New(rdb redis.Scripter) *Limiter {
+	return &Limiter{rdb: rdb, script: redis.NewScript(slidingWindowLua)}
+}
+
+// Allow checks rules atomically: the request is accepted only if every rule
+// allows it, and only then is it counted against each. It returns an error
+// wrapping ErrInvalidRule for a bad rule, for no rules, or for two rules on
+// one key; otherwise any error is Redis's (unreachable, timed out), wrapped.
+// It never retries: the client's own timeouts bound it.
+//
+// The script is sent by digest (EVALSHA); only the first check after Redis
+// starts empty costs a second round trip to load it.
+func (l *Limiter) Allow(ctx context.Context, rules ...Rule) (Decision, error) {
+	if len(rules) == 0 {
+		return Decision{}, fmt.Errorf("%w: no rules", ErrInvalidRule)
+	}
+	keys := make([]string, len(rules))
+	args := make([]any, 0, 2*len(rules))
+	for i, r := range rules {
+		if err := r.Validate(); err != nil {
+			return Decision{}, err
+		}
+		keys[i] = r.Key()
+		// One log trimmed to two windows would lose hits the longer one needs.
+		if j := slices.Index(keys[:i], keys[i]); j >= 0 {
+			return Decision{}, fmt.Errorf("%w: rules %d and %d share key %q", ErrInvalidRule, j, i, keys[i])
+		}
+		args = append(args, r.Limit, r.Window.Microseconds())
+	}
+	res, err := l.script.Run(ctx, l.rdb, keys, args...).Int64Slice()
+	if err != nil {
+		return Decision{}, fmt.Errorf("throttle %s: %w", keys[0], err)
+	}
+	if len(res) != 1+3*len(rules) {
+		return Decision{}, fmt.Errorf("throttle %s: script answered %d values for %d rules", keys[0], len(res), len(rules))
+	}
+	return decide(rules, res), nil
+}
+
+// decide picks the rule a client should hear about from the script's reply.
+func decide(rules []Rule, res []int64) Decision {
+	allowed := res[0] == 1
+	var d Decision
+	for i, r := range rules {
+		count := int(res[1+3*i])
+		retry := time.Duration(res[2+3*i]) * time.Microsecond
+		reset := time.Duration(res[3+3*i]) * time.Microsecond
+		c := Decision{
+			Allowed:    allowed,
+			Limit:      r.Limit,
+			Remaining:  max(r.Limit-count, 0),
+			RetryAfter: retry,
+			Reset:      reset,
+			Rule:       r,
+		}
+		var better bool
+		switch {
+		case i == 0:
+			better = true
+		case allowed:
+			better = c.Remaining < d.Remaining
+		default:
+			// The client must wait until every denying rule frees a slot.
+			better = c.RetryAfter > d.RetryAfter
+		}
+		if better {
+			d = c
+		}
+	}
+	return d
+}
