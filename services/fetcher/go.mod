@@ -4,6 +4,7 @@ go 1.26.8
 
 require (
 	cryptopulse/libs v0.0.0
+	cryptopulse/tools v0.0.0
 	github.com/prometheus/client_golang v1.25.0
 	github.com/redis/go-redis/v9 v9.23.0
 	go.uber.org/zap v1.28.0

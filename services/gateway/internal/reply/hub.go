@@ -114,6 +114,9 @@ func (h *Hub) Run(ctx context.Context) {
 	pattern := price.ReplyPattern(h.gateway)
 	prefix := price.ReplyChannel(h.gateway, "")
 	ps := h.rdb.PSubscribe(ctx, pattern)
+	// A blocked read does not watch ctx; closing the subscription ends it.
+	stop := context.AfterFunc(ctx, func() { _ = ps.Close() })
+	defer stop()
 	defer ps.Close()
 	for ctx.Err() == nil {
 		msg, err := ps.ReceiveTimeout(ctx, 5*time.Second)
