@@ -197,7 +197,10 @@ func TestKilledFetcherBatchIsFinishedByAnother(t *testing.T) {
 	bases := []string{s.Gateways[0].URL(), s.Gateways[1].URL(), s.Gateways[0].URL()}
 	var got []answer
 	done := make(chan struct{})
-	go func() { got = concurrently(bases, func(b string) answer { return getJSON(b, "/v1/price/bitcoin", tok) }); close(done) }()
+	go func() {
+		got = concurrently(bases, func(b string) answer { return getJSON(b, "/v1/price/bitcoin", tok) })
+		close(done)
+	}()
 
 	eventually(t, 5*time.Second, "the upstream sees the first call", func() bool { return simCalls(t, s).Calls >= 1 })
 	owner := batchOwner(t, rdb, "bitcoin:usd:")

@@ -194,7 +194,9 @@ func (f *Flusher) keepLeases(ctx context.Context, ids []string) (stop func()) {
 // errBudget is our own shared budget running out before the deadline.
 type errBudget struct{ wait time.Duration }
 
-func (e errBudget) Error() string { return fmt.Sprintf("upstream call budget spent; next slot in %s", e.wait) }
+func (e errBudget) Error() string {
+	return fmt.Sprintf("upstream call budget spent; next slot in %s", e.wait)
+}
 
 // fetch calls the upstream, retrying within the shared budget and before
 // the deadline.
