@@ -1,0 +1,84 @@
+# CryptoPulse. `make run` starts the whole topology from local binaries;
+# `make test` runs every test on real Redis, Postgres and nginx.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+MODULES   := libs services/auth services/gateway services/fetcher tools e2e
+PKGS      := $(foreach m,$(MODULES),./$(m)/...)
+# Packages with concurrency run under the race detector.
+RACE_PKGS := ./libs/... ./services/auth/... ./services/gateway/... ./services/fetcher/... ./tools/...
+BIN       := bin
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+GOVULNCHECK := golang.org/x/vuln/cmd/govulncheck@v1.9.0
+FUZZTIME  ?= 5s
+GATEWAYS  ?= 2
+FETCHERS  ?= 2
+PORT      ?= 3000
+
+# name|package of each fuzz target
+FUZZ_TARGETS := \
+	FuzzCoinID|./libs/price \
+	FuzzLoginBody|./services/auth \
+	FuzzAuthorizationHeader|./services/gateway \
+	FuzzHistoryQuery|./services/gateway
+
+.PHONY: help deps build test test-race test-unit test-e2e fuzz fuzz-short lint vet fmt-check vuln-check tidy bench run demo clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+deps: ## install redis-server, nginx and PostgreSQL 15 if missing (apt)
+	@bash scripts/install-deps.sh
+
+build: ## build every service and the tools into bin/
+	@mkdir -p $(BIN)
+	go build -o $(BIN)/ ./services/auth ./services/gateway ./services/fetcher ./tools/cgsim/cmd/cgsim ./tools/devstack/cmd/devstack
+
+test: deps fmt-check vet test-race test-e2e fuzz-short ## everything CI runs: format, vet, race tests, end-to-end, short fuzzing
+	@echo "make test: all checks passed"
+
+test-race: ## unit and integration tests under the race detector
+	go test -race -count=1 -timeout 15m $(RACE_PKGS)
+
+test-unit: test-race
+
+test-e2e: ## end-to-end tests: real binaries, Redis, Postgres, nginx, simulator
+	go test -count=1 -timeout 30m -v ./e2e/... 2>&1 | tee e2e.out | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go:[0-9]+' ; exit $${PIPESTATUS[0]}
+
+fuzz-short: ## every fuzz target for FUZZTIME (5s) each
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		name=$${t%%|*}; pkg=$${t##*|}; \
+		echo "fuzz $$name in $$pkg for $(FUZZTIME)"; \
+		go test -run='^$$' -fuzz="^$$name$$" -fuzztime=$(FUZZTIME) $$pkg; \
+	done
+
+fuzz: ## longer fuzzing by hand: make fuzz FUZZTIME=5m
+	@$(MAKE) --no-print-directory fuzz-short FUZZTIME=$(if $(filter 5s,$(FUZZTIME)),2m,$(FUZZTIME))
+
+vet: ## go vet over every module
+	go vet $(PKGS)
+
+fmt-check: ## fail when gofmt would change a file
+	@out=$$(gofmt -l $(MODULES)); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+lint: vet ## go vet and staticcheck
+	go run $(STATICCHECK) $(PKGS)
+
+vuln-check: ## known vulnerabilities in the dependencies
+	go run $(GOVULNCHECK) $(PKGS)
+
+tidy: ## go mod tidy in every module
+	@for m in $(MODULES); do (cd $$m && go mod tidy) || exit 1; done
+
+bench: deps ## benchmarks on real Redis; numbers in bench/results.txt
+	@mkdir -p bench
+	go test -run='^$$' -bench=. -benchmem -count=3 ./libs/throttle/ ./services/fetcher/... ./services/gateway/... | tee bench/results.txt
+
+run: deps ## the whole topology on :$(PORT) from local binaries, against the real CoinGecko
+	GATEWAYS=$(GATEWAYS) FETCHERS=$(FETCHERS) PORT=$(PORT) go run ./tools/devstack/cmd/devstack run
+
+demo: deps ## the same, offline, against the bundled CoinGecko simulator
+	GATEWAYS=$(GATEWAYS) FETCHERS=$(FETCHERS) PORT=$(PORT) go run ./tools/devstack/cmd/devstack demo
+
+clean: ## remove binaries and local data
+	rm -rf $(BIN) .data e2e.out

@@ -1,0 +1,171 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"cryptopulse/libs/price"
+	"cryptopulse/libs/pricedb"
+	"cryptopulse/services/fetcher/internal/batch"
+	"cryptopulse/services/fetcher/internal/coingecko"
+	"cryptopulse/tools/cgsim"
+	"cryptopulse/tools/testkit"
+)
+
+// rig runs two fetchers' loops in-process (so the race detector sees them)
+// against real Redis, real Postgres and the simulator.
+type rig struct {
+	rdb *redis.Client
+	sim *cgsim.Server
+	db  *pricedb.Store
+}
+
+func startRig(t *testing.T, fetchers int, window time.Duration) *rig {
+	t.Helper()
+	rdb := testkit.StartRedis(t).Client(t)
+	db, err := pricedb.Open(testkit.StartPostgres(t).NewDatabase(t), 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	sim := cgsim.New(cgsim.Config{})
+	srv := httptest.NewServer(sim)
+	t.Cleanup(func() { sim.Close(); srv.Close() })
+	up, err := coingecko.New(srv.URL, "", "", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := batch.NewStore(rdb, batch.Settings{Window: window, Threshold: 3, Lease: 600 * time.Millisecond,
+		KeyTTL: time.Minute, Keep: time.Minute, ResultTTL: time.Minute, RecordsMaxLen: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := EnsureGroup(context.Background(), rdb, price.StreamKey, price.Group); err != nil {
+		t.Fatal(err)
+	}
+	pg := pricedb.NewStore(db)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for i := range fetchers {
+		name := fmt.Sprint("fetcher-", i)
+		log := zap.NewNop()
+		f := NewFlusher(FlusherConfig{Name: name, Poll: 20 * time.Millisecond, MaxBatches: 50, Concurrency: 2,
+			CallTimeout: time.Second, MaxAttempts: 2, Margin: 100 * time.Millisecond, Lease: 600 * time.Millisecond, BudgetPerMin: 1000},
+			rdb, store, up, log, prometheus.NewRegistry())
+		c := &Consumer{RDB: rdb, Store: store, Name: name, Log: log, ReclaimIdle: time.Second, Count: 10, Block: 200 * time.Millisecond}
+		p := &Persister{RDB: rdb, DB: pg, Name: name, Log: log, Migrate: func(ctx context.Context) error { return pricedb.Migrate(ctx, db) }}
+		wg.Add(3)
+		go func() { defer wg.Done(); f.Run(ctx) }()
+		go func() { defer wg.Done(); c.Run(ctx) }()
+		go func() { defer wg.Done(); p.Run(ctx) }()
+	}
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	return &rig{rdb: rdb, sim: sim, db: pg}
+}
+
+// ask publishes requests as gateways do and collects their replies.
+func (r *rig) ask(t *testing.T, coins ...string) []price.Reply {
+	t.Helper()
+	ctx := context.Background()
+	ps := r.rdb.PSubscribe(ctx, price.ReplyPattern("gw"))
+	defer ps.Close()
+	if _, err := ps.Receive(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i, coin := range coins {
+		req := price.Request{ID: fmt.Sprint("req-", i), Coin: coin, Currency: "usd", TimeoutMS: 5000, Gateway: "gw"}
+		req.ReplyTo = price.ReplyChannel("gw", req.ID)
+		if err := r.rdb.XAdd(ctx, &redis.XAddArgs{Stream: price.StreamKey, Values: req.Values()}).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out := make([]price.Reply, 0, len(coins))
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	for range coins {
+		m, err := ps.ReceiveMessage(rctx)
+		if err != nil {
+			t.Fatalf("waiting for replies: %v (got %d)", err, len(out))
+		}
+		var rep price.Reply
+		if err := json.Unmarshal([]byte(m.Payload), &rep); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, rep)
+	}
+	return out
+}
+
+func TestTwoFetchersAnswerABatchOnceAndPersistIt(t *testing.T) {
+	r := startRig(t, 2, time.Second)
+	replies := r.ask(t, "bitcoin", "bitcoin", "bitcoin")
+	for _, rep := range replies {
+		if rep.Status != 200 || rep.Price != replies[0].Price || rep.Batch.ID != replies[0].Batch.ID || rep.Batch.Size != 3 {
+			t.Errorf("reply %+v differs from %+v", rep, replies[0])
+		}
+	}
+	if n := r.sim.Calls(); n != 1 {
+		t.Errorf("upstream calls = %d, want 1", n)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		recs, total, err := r.db.History(context.Background(), pricedb.HistoryQuery{CoinID: "bitcoin", VsCurrency: "usd", Limit: 10, Page: 1})
+		if err == nil && total == 1 {
+			if recs[0].Price != replies[0].Price.String() || recs[0].BatchID.String != replies[0].Batch.ID {
+				t.Errorf("row %+v does not match reply %+v", recs[0], replies[0])
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("row not written: total %d err %v", total, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestCoinsDueTogetherShareOneCall(t *testing.T) {
+	r := startRig(t, 2, 300*time.Millisecond)
+	replies := r.ask(t, "bitcoin", "ethereum", "solana", "no-such-coin")
+	status := map[string]int{}
+	for _, rep := range replies {
+		status[rep.CoinID] = rep.Status
+	}
+	want := map[string]int{"bitcoin": 200, "ethereum": 200, "solana": 200, "no-such-coin": 404}
+	for k, v := range want {
+		if status[k] != v {
+			t.Errorf("%s: status %d, want %d", k, status[k], v)
+		}
+	}
+	if n := r.sim.Calls(); n >= 4 {
+		t.Errorf("upstream calls = %d for 4 coins due together, want fewer", n)
+	}
+}
+
+func TestRateLimitedUpstreamAnswers429ToEveryone(t *testing.T) {
+	r := startRig(t, 2, time.Second)
+	r.sim.SetFault(cgsim.Fault{Kind: cgsim.RateLimited, RetryAfter: time.Minute})
+	for _, rep := range r.ask(t, "cardano", "cardano", "cardano") {
+		if rep.Status != 429 || rep.RetryAfter < 59_000 {
+			t.Errorf("reply %+v, want 429 with about a minute to wait", rep)
+		}
+	}
+	// The cooldown is shared: a second batch does not call the upstream.
+	before := r.sim.Calls()
+	for _, rep := range r.ask(t, "ripple", "ripple", "ripple") {
+		if rep.Status != 429 {
+			t.Errorf("during cooldown: %+v", rep)
+		}
+	}
+	if after := r.sim.Calls(); after != before {
+		t.Errorf("upstream called %d more times during the cooldown", after-before)
+	}
+}
