@@ -4,6 +4,7 @@ go 1.26.8
 
 require (
 	cryptopulse/libs v0.0.0
+	cryptopulse/tools v0.0.0
 	github.com/gofiber/fiber/v2 v2.52.15
 	github.com/gofiber/swagger v1.1.1
 	github.com/prometheus/client_golang v1.25.0
