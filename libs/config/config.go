@@ -42,8 +42,13 @@ func WithDotEnv(getenv Getenv, path string) (Getenv, error) {
 			return nil, fmt.Errorf("%s:%d: expected KEY=VALUE", path, n)
 		}
 		v = strings.TrimSpace(v)
-		if len(v) >= 2 && (v[0] == '"' || v[0] == '\'') && v[len(v)-1] == v[0] {
-			v = v[1 : len(v)-1]
+		if len(v) >= 2 && (v[0] == '"' || v[0] == '\'') && strings.LastIndexByte(v, v[0]) > 0 {
+			v = v[1:strings.LastIndexByte(v, v[0])]
+		} else if i := strings.Index(v, " #"); i >= 0 {
+			// An unquoted value ends at a comment, as in docker compose's env_file.
+			v = strings.TrimSpace(v[:i])
+		} else if strings.HasPrefix(v, "#") {
+			v = ""
 		}
 		file[strings.TrimSpace(k)] = v
 	}

@@ -1,0 +1,58 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestDotEnvFillsWhatTheEnvironmentLeavesUnset(t *testing.T) {
+	path := filepath.Join(t.TempDir(), ".env")
+	content := "# comment\nPORT=3000   # the port\nexport LOG_LEVEL=debug\nJWT_SECRET=\"quoted # not a comment\"\nEMPTY=\nADMIN_USER=from-file\n"
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"ADMIN_USER": "from-env"}
+	get, err := WithDotEnv(func(k string) string { return env[k] }, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"PORT": "3000", "LOG_LEVEL": "debug", "JWT_SECRET": "quoted # not a comment", "EMPTY": "", "ADMIN_USER": "from-env"}
+	for k, v := range want {
+		if got := get(k); got != v {
+			t.Errorf("%s = %q, want %q", k, got, v)
+		}
+	}
+	if _, err := WithDotEnv(get, filepath.Join(t.TempDir(), "missing")); err != nil {
+		t.Errorf("a missing .env is fine: %v", err)
+	}
+}
+
+func TestReaderNamesEveryBadVariable(t *testing.T) {
+	env := map[string]string{"PORT": "http", "BATCH_WINDOW_MS": "-5", "JWT_SECRET": "short", "TRUSTED_PROXIES": "10.0.0.0/8,nonsense", "LOG_LEVEL": "loud"}
+	r := NewReader(func(k string) string { return env[k] })
+	LoadBase(r, 3000)
+	r.Millis("BATCH_WINDOW_MS", time.Second, time.Millisecond, time.Hour)
+	r.Secret("JWT_SECRET", 32)
+	r.Required("ADMIN_USER")
+	err := r.Err()
+	if err == nil {
+		t.Fatal("no error")
+	}
+	for _, name := range []string{"PORT", "BATCH_WINDOW_MS", "JWT_SECRET", "TRUSTED_PROXIES", "LOG_LEVEL", "ADMIN_USER"} {
+		if !strings.Contains(err.Error(), name) {
+			t.Errorf("error does not name %s: %v", name, err)
+		}
+	}
+}
+
+func TestMasking(t *testing.T) {
+	if got := MaskURL("postgres://u:secret@h:5432/db"); strings.Contains(got, "secret") {
+		t.Errorf("MaskURL leaked: %s", got)
+	}
+	if got := Mask("abc"); strings.Contains(got, "abc") {
+		t.Errorf("Mask leaked: %s", got)
+	}
+}
