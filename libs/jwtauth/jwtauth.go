@@ -4,6 +4,8 @@
 // even looked at.
 package jwtauth
 
+//lint:file-ignore ST1005 the error texts are the 401 messages clients match on, capitalised as the original sent them
+
 import (
 	"errors"
 	"fmt"
