@@ -38,6 +38,9 @@ type Settings struct {
 	ResultTTL time.Duration
 	// RecordsMaxLen caps the stream of prices waiting for Postgres.
 	RecordsMaxLen int64
+	// Lead is how long before a client's deadline its batch is due at the
+	// latest, leaving time for the upstream call (default 1.5 s).
+	Lead time.Duration
 }
 
 // Validate reports settings that cannot work.
@@ -66,6 +69,9 @@ func NewStore(rdb *redis.Client, set Settings) (*Store, error) {
 	if err := set.Validate(); err != nil {
 		return nil, err
 	}
+	if set.Lead == 0 {
+		set.Lead = 1500 * time.Millisecond
+	}
 	return &Store{rdb: rdb, set: set}, nil
 }
 
@@ -83,7 +89,7 @@ type Joined struct {
 func (s *Store) Enqueue(ctx context.Context, entryID string, r price.Request) (Joined, error) {
 	res, err := enqueue.Run(ctx, s.rdb, []string{price.StreamKey, DueKey, SeqKey},
 		price.Group, entryID, r.Coin, r.Currency, r.ID, r.ReplyTo, r.TimeoutMS,
-		s.set.Window.Milliseconds(), s.set.Threshold, s.set.KeyTTL.Milliseconds()).Slice()
+		s.set.Window.Milliseconds(), s.set.Threshold, s.set.KeyTTL.Milliseconds(), s.set.Lead.Milliseconds()).Slice()
 	if err != nil {
 		return Joined{}, fmt.Errorf("enqueue %s: %w", entryID, err)
 	}

@@ -224,3 +224,30 @@ func TestExpiredAndDuplicateEntriesAreNotBatched(t *testing.T) {
 		t.Errorf("stale entry: %+v, want expired", j)
 	}
 }
+
+// A request that arrives late (reclaimed from a dead fetcher) makes its batch
+// due early enough to be answered before its client gives up.
+func TestLateRequestPullsItsBatchForward(t *testing.T) {
+	set := settings
+	set.Window, set.KeyTTL = time.Hour, 2*time.Hour
+	s, rdb := newStore(t, set)
+	ctx := context.Background()
+	r := price.Request{ID: "late", Coin: "tron", Currency: "usd", ReplyTo: price.ReplyChannel("gw", "late"), TimeoutMS: 2000, Gateway: "gw"}
+	if err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: price.StreamKey, Values: r.Values()}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	res, err := rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: price.Group, Consumer: "c", Streams: []string{price.StreamKey, ">"}, Count: 1}).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Enqueue(ctx, res[0].Messages[0].ID, r); err != nil {
+		t.Fatal(err)
+	}
+	if c, _ := s.Claim(ctx, "f", 10); len(c) != 0 {
+		t.Fatalf("due at once: %v", c)
+	}
+	time.Sleep(700 * time.Millisecond) // 2 s deadline - 1.5 s lead
+	if c, _ := s.Claim(ctx, "f", 10); len(c) != 1 {
+		t.Fatalf("not due 1.5 s before its client's deadline (window is an hour): %v", c)
+	}
+}

@@ -23,9 +23,12 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 // entry in the same step, so an entry is either still pending (and will be
 // reclaimed) or in exactly one batch.
 // KEYS: stream, due zset, seq. ARGV: group, entry id, coin, currency,
-// request id, reply channel, timeout ms, window ms, threshold, key ttl ms.
+// request id, reply channel, timeout ms, window ms, threshold, key ttl ms,
+// lead ms. A batch is due at the end of its window, or earlier when one of
+// its clients would otherwise give up first: lead ms before that client's
+// deadline (a request reclaimed from a dead fetcher arrives late).
 var enqueue = redis.NewScript(luaNow + `
-local window, threshold, ttl = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
+local window, threshold, ttl, lead = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
 if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then
   return {'', 0, 'duplicate'}
 end
@@ -50,6 +53,11 @@ redis.call('PEXPIRE', bkey .. ':requests', ttl)
 local size = redis.call('HINCRBY', bkey, 'size', 1)
 if deadline < tonumber(redis.call('HGET', bkey, 'deadline_ms')) then
   redis.call('HSET', bkey, 'deadline_ms', deadline)
+end
+local latest = math.max(now, deadline - lead)
+if size < threshold and latest < tonumber(redis.call('HGET', bkey, 'due_ms')) then
+  redis.call('HSET', bkey, 'due_ms', latest)
+  redis.call('ZADD', KEYS[2], latest, id)
 end
 if size >= threshold then
   redis.call('DEL', openKey)

@@ -53,7 +53,10 @@ func (c *Consumer) Run(ctx context.Context) {
 			lastReclaim = time.Now()
 			c.reclaim(ctx)
 		}
-		res, err := c.RDB.XReadGroup(ctx, &redis.XReadGroupArgs{
+		// Not cancelled mid-read: an entry Redis hands over while the read
+		// is abandoned would sit unbatched until another fetcher reclaims
+		// it. Stopping waits at most one Block instead.
+		res, err := c.RDB.XReadGroup(context.WithoutCancel(ctx), &redis.XReadGroupArgs{
 			Group: price.Group, Consumer: c.Name, Streams: []string{price.StreamKey, ">"},
 			Count: c.Count, Block: c.Block,
 		}).Result()
@@ -74,7 +77,7 @@ func (c *Consumer) Run(ctx context.Context) {
 		}
 		for _, s := range res {
 			for _, m := range s.Messages {
-				c.handle(ctx, m)
+				c.handle(context.WithoutCancel(ctx), m)
 			}
 		}
 	}
