@@ -22,6 +22,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -31,7 +32,8 @@ import (
 	"cryptopulse/tools/testkit"
 )
 
-// buildTarget is a binary Build produces and the package it comes from.
+// buildTarget is a binary Build produces and the package it comes from;
+// go build names the binary after the package's last path element.
 type buildTarget struct{ bin, pkg string }
 
 // buildTargets lists what Build compiles.
@@ -96,12 +98,16 @@ func Build(ctx context.Context, root, binDir string) error {
 	if err := os.MkdirAll(binDir, 0o755); err != nil {
 		return fmt.Errorf("devstack: build: %w", err)
 	}
+	// One go build for all: it compiles the packages in parallel and, with
+	// -o naming a directory, names each binary after its package.
+	args := []string{"build", "-o", binDir + string(filepath.Separator)}
 	for _, t := range buildTargets() {
-		cmd := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(binDir, t.bin), t.pkg)
-		cmd.Dir = root
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("devstack: go build %s: %w\n%s", t.pkg, err, out)
-		}
+		args = append(args, t.pkg)
+	}
+	cmd := exec.CommandContext(ctx, "go", args...)
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("devstack: go %s: %w\n%s", strings.Join(args, " "), err, out)
 	}
 	return nil
 }
@@ -440,7 +446,7 @@ func (s *Stack) startNginx(ctx context.Context) error {
 		return err
 	}
 	// /nginx-health is nginx's own; make sure it reaches a gateway too.
-	return s.waitRouted(ctx, s.Gateways[0].Name)
+	return s.WaitRouted(ctx, s.Gateways[0].Name)
 }
 
 // writeNginxConfig renders deploy/nginx/nginx.conf for the current gateways.
@@ -479,10 +485,17 @@ func (s *Stack) writeNginxConfig() error {
 	return os.WriteFile(filepath.Join(dir, "nginx.conf"), conf, 0o644)
 }
 
-// waitRouted polls /health through nginx until the instance named answers
-// it: after a start or a reload, nginx takes a moment to route to a gateway.
-func (s *Stack) waitRouted(ctx context.Context, name string) error {
-	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+// WaitRouted polls GET /health through nginx until the gateway named
+// answers it, or ctx is done (at most 20 s). After a reload nginx takes a
+// moment to route to a new gateway; after a gateway failed (stopped, killed)
+// nginx keeps it out of rotation for fail_timeout (10 s) even once it is
+// back, so a rolling restart must wait for this before stopping the next
+// gateway, or both may be out at once. Without nginx it returns at once.
+func (s *Stack) WaitRouted(ctx context.Context, name string) error {
+	if s.Nginx == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
 	// A fresh connection per probe: a kept-alive one could belong to a
 	// worker still running the old configuration.
@@ -538,7 +551,7 @@ func (s *Stack) AddGateway(ctx context.Context) (*Proc, error) {
 	if err := s.Nginx.Signal(syscall.SIGHUP); err != nil {
 		return p, err
 	}
-	return p, s.waitRouted(ctx, p.Name)
+	return p, s.WaitRouted(ctx, p.Name)
 }
 
 // AddFetcher starts one more fetcher, as `--scale fetcher=N` does: it joins

@@ -218,7 +218,7 @@ func TestStackWithStandIns(t *testing.T) {
 			t.Errorf("restarted on %s, was %s", g.Addr, addr)
 		}
 		// nginx takes it back after fail_timeout (10 s).
-		if err := s.waitRouted(ctx, g.Name); err != nil {
+		if err := s.WaitRouted(ctx, g.Name); err != nil {
 			t.Error(err)
 		}
 	})
@@ -310,6 +310,8 @@ func TestLocalNginxConfig(t *testing.T) {
 		"server 127.0.0.1:18081 max_fails=3 fail_timeout=10s;",
 		"server 127.0.0.1:18083 max_fails=3 fail_timeout=10s;",
 		"server 127.0.0.1:18084 max_fails=3 fail_timeout=10s;",
+		"server 127.0.0.1:18081 max_fails=0 backup;",
+		"server 127.0.0.1:18083 max_fails=0 backup;",
 		"listen 127.0.0.1:18080 default_server backlog=4096;",
 		"worker_rlimit_nofile 4096;",
 		"worker_connections 4096;",

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -25,7 +26,9 @@ type NginxLocal struct {
 	// Gateways and Auths replace the server lines of the "gateway" and
 	// "auth" upstreams, one "127.0.0.1:port" each, keeping the parameters
 	// of the original first server line (max_fails, fail_timeout), except
-	// "resolve", which needs a resolver and nginx >= 1.27.3.
+	// "resolve", which needs a resolver and nginx >= 1.27.3. If the
+	// upstream also has "backup" lines, each address gets a backup line
+	// too, with the first backup line's parameters.
 	Gateways []string
 	Auths    []string
 	// Dir holds the pid file and the temp directories (request bodies,
@@ -104,16 +107,22 @@ func LocalNginxConfig(src []byte, o NginxLocal) ([]byte, error) {
 			if !ok {
 				return nil, fmt.Errorf("devstack: nginx config: unknown upstream %q", upstream)
 			}
-			if replaced[upstream] {
-				continue // the first server line stands for all of them
-			}
-			replaced[upstream] = true
 			var params []string
 			for _, f := range fields[2:] {
 				if f != "resolve" {
 					params = append(params, f)
 				}
 			}
+			// The first primary line stands for all primaries, the first
+			// backup line for all backups.
+			kind := upstream
+			if slices.Contains(params, "backup") {
+				kind += " backup"
+			}
+			if replaced[kind] {
+				continue
+			}
+			replaced[kind] = true
 			for _, a := range addrs {
 				line(indent, strings.Join(append([]string{"server", a}, params...), " ")+";")
 			}

@@ -195,13 +195,28 @@ func readDotEnv(path string) (map[string]string, error) {
 		if !ok {
 			return nil, fmt.Errorf("%s:%d: expected KEY=VALUE", path, n)
 		}
-		v = strings.TrimSpace(v)
-		if len(v) >= 2 && (v[0] == '"' || v[0] == '\'') && v[len(v)-1] == v[0] {
-			v = v[1 : len(v)-1]
-		}
-		out[strings.TrimSpace(k)] = v
+		out[strings.TrimSpace(k)] = dotEnvValue(v)
 	}
 	return out, sc.Err()
+}
+
+// dotEnvValue reads a value the way the services (libs/config) and docker
+// compose's env_file do: quotes are taken off; an unquoted value ends at a
+// " #" comment.
+func dotEnvValue(v string) string {
+	v = strings.TrimSpace(v)
+	if len(v) >= 2 && (v[0] == '"' || v[0] == '\'') && strings.LastIndexByte(v, v[0]) > 0 {
+		return v[1:strings.LastIndexByte(v, v[0])]
+	}
+	if strings.HasPrefix(v, "#") {
+		return ""
+	}
+	for i := 1; i < len(v); i++ {
+		if v[i] == '#' && (v[i-1] == ' ' || v[i-1] == '\t') {
+			return strings.TrimSpace(v[:i])
+		}
+	}
+	return v
 }
 
 // envInt reads an integer setting, falling back to def when unset or bad
@@ -230,7 +245,11 @@ func printBanner(w io.Writer, s *devstack.Stack, mode, dir string) {
 		line("  CoinGecko sim   %s   (upstream calls so far: curl %s/_sim/calls)", s.SimURL, s.SimURL)
 	}
 	line("  Logs            %s   (one file per instance, nginx access log included)", filepath.Join(dir, "logs"))
-	line("  Login           %s / %s", s.AdminUser, s.AdminPass)
+	if mode == "demo" {
+		line("  Login           %s / %s", s.AdminUser, s.AdminPass)
+	} else {
+		line("  Login           %s (password: ADMIN_PASS from the environment or .env)", s.AdminUser)
+	}
 	if mode == "demo" {
 		line("")
 		line("Try it (another terminal):")
