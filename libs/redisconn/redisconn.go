@@ -18,8 +18,11 @@ func Open(url string, poolSize int) (*redis.Client, error) {
 		return nil, fmt.Errorf("REDIS_URL: %w", err)
 	}
 	opt.DialTimeout = 300 * time.Millisecond
-	opt.ReadTimeout = 500 * time.Millisecond
-	opt.WriteTimeout = 500 * time.Millisecond
+	// A dead Redis refuses connections at once; these bound a Redis that
+	// hangs, and stay under a second so a client still gets its 503 in
+	// time, while riding out the short stalls of a busy machine.
+	opt.ReadTimeout = 800 * time.Millisecond
+	opt.WriteTimeout = 800 * time.Millisecond
 	opt.PoolTimeout = 500 * time.Millisecond
 	// A retry would double the time a client waits for its 503.
 	opt.MaxRetries = -1
