@@ -118,9 +118,10 @@ func classify(err error, translate Translate, c *fiber.Ctx) *Error {
 	var fe *fiber.Error
 	if errors.As(err, &fe) {
 		switch fe.Code {
-		case http.StatusNotFound:
-			// NestJS's wording for an unknown route.
-			return New(fe.Code, "Cannot "+c.Method()+" "+c.Path())
+		case http.StatusNotFound, http.StatusMethodNotAllowed:
+			// NestJS's wording for an unknown route; it answers a known path
+			// with the wrong method the same way, and clients expect that.
+			return New(http.StatusNotFound, "Cannot "+c.Method()+" "+c.Path())
 		case http.StatusRequestEntityTooLarge:
 			return New(fe.Code, "Request body is too large")
 		}

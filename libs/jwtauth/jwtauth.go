@@ -157,6 +157,11 @@ func ParseExpiresIn(s string) (time.Duration, error) {
 	if err != nil || n <= 0 || n > 365*24*3600 {
 		return 0, fmt.Errorf("%q is not a lifetime such as 3600, 15m, 1h or 7d", s)
 	}
+	// Checked before multiplying: a large count of a large unit overflows
+	// time.Duration and would wrap to a negative or short lifetime.
+	if n > int64(366*24*time.Hour/units[unit]) {
+		return 0, fmt.Errorf("%q is longer than a year", s)
+	}
 	d := time.Duration(n) * units[unit]
 	if d > 366*24*time.Hour {
 		return 0, fmt.Errorf("%q is longer than a year", s)

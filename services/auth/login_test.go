@@ -1,10 +1,14 @@
 package main
 
 import (
+	"bufio"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"reflect"
 	"strings"
@@ -80,6 +84,8 @@ func TestLogin(t *testing.T) {
 		{name: "trailing garbage", body: valid + `{}`, statusCode: 400, expResp: malformed},
 		{name: "form encoded", body: `username=admin&password=x`, statusCode: 400, expResp: malformed,
 			header: map[string]string{"Content-Type": "application/x-www-form-urlencoded"}},
+		{name: "body of exactly 8 KiB", body: padTo(`{"username":"admin","password":"nope"}`, 8<<10), statusCode: 401, expResp: invalid},
+		{name: "body one byte over 8 KiB", body: padTo(`{"username":"admin","password":"nope"}`, 8<<10+1), statusCode: 413, expResp: tooLarge},
 		{name: "body over 8 KiB", body: `{"username":"admin","password":"` + strings.Repeat("p", 9<<10) + `"}`, statusCode: 413, expResp: tooLarge},
 	}
 
@@ -105,6 +111,9 @@ func TestLogin(t *testing.T) {
 		})
 	}
 }
+
+// padTo pads a JSON body with trailing spaces to exactly n bytes.
+func padTo(body string, n int) string { return body + strings.Repeat(" ", n-len(body)) }
 
 func mustJSON(tb testing.TB, v any) string {
 	tb.Helper()
@@ -222,6 +231,8 @@ func TestRefusesBadConfig(t *testing.T) {
 		{"JWT_EXPIRES_IN words", map[string]string{"JWT_EXPIRES_IN": "forever"}, []string{"JWT_EXPIRES_IN"}},
 		{"JWT_EXPIRES_IN zero", map[string]string{"JWT_EXPIRES_IN": "0"}, []string{"JWT_EXPIRES_IN"}},
 		{"JWT_EXPIRES_IN negative", map[string]string{"JWT_EXPIRES_IN": "-1h"}, []string{"JWT_EXPIRES_IN"}},
+		{"JWT_EXPIRES_IN over a year", map[string]string{"JWT_EXPIRES_IN": "400d"}, []string{"JWT_EXPIRES_IN", "longer than a year"}},
+		{"JWT_EXPIRES_IN overflowing", map[string]string{"JWT_EXPIRES_IN": "31536000w"}, []string{"JWT_EXPIRES_IN", "longer than a year"}},
 		{"THROTTLE_TTL_MS", map[string]string{"THROTTLE_TTL_MS": "soon"}, []string{"THROTTLE_TTL_MS"}},
 		{"TRUSTED_PROXIES", map[string]string{"TRUSTED_PROXIES": "nginx"}, []string{"TRUSTED_PROXIES", `"nginx"`}},
 		{"PORT", map[string]string{"PORT": "70000"}, []string{"PORT"}},
@@ -260,6 +271,7 @@ func TestSecurityHeaders(t *testing.T) {
 		{"login", request{path: "/auth/login", body: `{"username":"admin","password":"bad"}`}, 401},
 		{"bad body", request{path: "/auth/login", body: `{`}, 400},
 		{"unknown route", request{method: http.MethodGet, path: "/x"}, 404},
+		// NestJS answers a known path with the wrong method as an unknown route.
 		{"wrong method", request{method: http.MethodGet, path: "/auth/login"}, 404},
 	}
 	for _, tt := range table {
@@ -270,6 +282,11 @@ func TestSecurityHeaders(t *testing.T) {
 				t.Fatalf("status = %d, want %d: %s", got.status, tt.status, got.raw)
 			}
 			checkHeaders(t, got.header, "req-"+strings.ReplaceAll(tt.name, " ", "-"))
+			if got.status >= 400 {
+				if b := got.errBody(t); b.StatusCode != got.status {
+					t.Errorf("statusCode %d in a %d answer", b.StatusCode, got.status)
+				}
+			}
 			if got.status == 404 {
 				b := got.errBody(t)
 				if want := "Cannot GET " + tt.req.path; b.Message != want || b.StatusCode != 404 || b.Error != "Not Found" {
@@ -298,5 +315,49 @@ func checkHeaders(t *testing.T, h http.Header, requestID string) {
 	}
 	if s := strings.ToLower(h.Get("Server") + h.Get("X-Powered-By")); strings.Contains(s, "fiber") || strings.Contains(s, "fasthttp") {
 		t.Errorf("framework banner: Server %q, X-Powered-By %q", h.Get("Server"), h.Get("X-Powered-By"))
+	}
+}
+
+// TestLoginChunkedBodyLimit: a body sent without a length (chunked) is cut
+// off at the same limit. The request goes out in one write on a raw
+// connection: the server answers 413 and closes without reading the rest, so
+// a client still writing would see a reset instead of the answer.
+func TestLoginChunkedBodyLimit(t *testing.T) {
+	r := testkit.StartRedis(t)
+	base := startAuth(t, r.URL(), nil)
+	for _, tt := range []struct {
+		name   string
+		size   int
+		status int
+	}{
+		{"small", 100, http.StatusUnauthorized},
+		{"over the limit", 9 << 10, http.StatusRequestEntityTooLarge},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			body := padTo(`{"username":"admin","password":"nope"}`, tt.size)
+			conn, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+			req := fmt.Sprintf("POST /auth/login HTTP/1.1\r\nHost: auth\r\nContent-Type: application/json\r\n"+
+				"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n%x\r\n%s\r\n0\r\n\r\n", len(body), body)
+			if _, err := io.WriteString(conn, req); err != nil {
+				t.Fatal(err)
+			}
+			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			raw, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != tt.status {
+				t.Fatalf("status %d, want %d: %s", resp.StatusCode, tt.status, raw)
+			}
+			if b := decodeNest(t, raw); b.StatusCode != tt.status {
+				t.Errorf("body %s", raw)
+			}
+		})
 	}
 }

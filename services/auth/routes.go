@@ -120,7 +120,9 @@ func parseLogin(raw []byte) (loginBody, error) {
 	str := func(name string) string {
 		raw, ok := fields[name]
 		var s string
-		if !ok || json.Unmarshal(raw, &s) != nil {
+		// json.Unmarshal takes null into a string without complaint, so null
+		// is checked first: it is neither a string nor a value.
+		if !ok || string(raw) == "null" || json.Unmarshal(raw, &s) != nil {
 			if !ok || string(raw) == "null" {
 				problems = append(problems, name+" should not be empty")
 			}
