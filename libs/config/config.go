@@ -210,3 +210,17 @@ func MaskURL(s string) string {
 	}
 	return s
 }
+
+// FromEnv returns a Reader over the environment and the .env file that
+// ENV_FILE names (default ".env"), the way every service loads its settings.
+func FromEnv(getenv Getenv) (*Reader, error) {
+	file := getenv("ENV_FILE")
+	if file == "" {
+		file = ".env"
+	}
+	withFile, err := WithDotEnv(getenv, file)
+	if err != nil {
+		return nil, err
+	}
+	return NewReader(withFile), nil
+}

@@ -16,11 +16,10 @@ type Config struct {
 }
 
 func loadConfig(getenv config.Getenv) (Config, error) {
-	getenv, err := config.WithDotEnv(getenv, envFile(getenv))
+	r, err := config.FromEnv(getenv)
 	if err != nil {
 		return Config{}, err
 	}
-	r := config.NewReader(getenv)
 	c := Config{
 		Base:         config.LoadBase(r, 3000),
 		AdminUser:    r.Required("ADMIN_USER"),
@@ -33,11 +32,4 @@ func loadConfig(getenv config.Getenv) (Config, error) {
 		r.Fail("JWT_EXPIRES_IN", "%v", err)
 	}
 	return c, r.Err()
-}
-
-func envFile(getenv config.Getenv) string {
-	if f := getenv("ENV_FILE"); f != "" {
-		return f
-	}
-	return ".env"
 }

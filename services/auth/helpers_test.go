@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"cryptopulse/libs/httperr"
+	"cryptopulse/tools/testkit"
 )
 
 // Test credentials and secret; the secret is at least 32 characters.
@@ -21,9 +22,9 @@ const (
 	testSecret = "auth-test-secret-that-is-at-least-32-chars"
 )
 
-// env builds a getenv for run from defaults plus overrides. An override of ""
-// unsets the variable.
-func env(overrides map[string]string) func(string) string {
+// env is the service's environment: defaults plus overrides. An override
+// of "" unsets the variable.
+func env(overrides map[string]string) map[string]string {
 	base := map[string]string{
 		"HOST": "127.0.0.1", "PORT": "0", "LOG_LEVEL": "error", "ENV_FILE": os.DevNull,
 		"INSTANCE_ID": "auth-test", "ADMIN_USER": testUser, "ADMIN_PASS": testPass,
@@ -32,48 +33,24 @@ func env(overrides map[string]string) func(string) string {
 	for k, v := range overrides {
 		base[k] = v
 	}
-	return func(k string) string { return base[k] }
+	return base
 }
 
+// getenv looks variables up in an environment built by env.
+func getenv(e map[string]string) func(string) string { return func(k string) string { return e[k] } }
+
 // startAuth runs an auth service in-process against redisURL and returns its
-// base URL. It is stopped, and its exit awaited, when tb ends. tb may be a
-// *testing.F, so a fuzz target can start one service for all its inputs.
+// base URL. tb may be a *testing.F, so a fuzz target can start one service
+// for all its inputs.
 func startAuth(tb testing.TB, redisURL string, overrides map[string]string) string {
 	tb.Helper()
 	o := map[string]string{"REDIS_URL": redisURL}
 	for k, v := range overrides {
 		o[k] = v
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan string, 1)
-	done := make(chan error, 1)
-	var out io.Writer = io.Discard
-	if testing.Verbose() {
-		out = os.Stderr
-	}
-	go func() { done <- run(ctx, env(o), out, ready) }()
-	select {
-	case addr := <-ready:
-		tb.Cleanup(func() {
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					tb.Errorf("auth stopped with %v", err)
-				}
-			case <-time.After(20 * time.Second):
-				tb.Error("auth did not stop within 20s")
-			}
-		})
-		return "http://" + addr
-	case err := <-done:
-		cancel()
-		tb.Fatalf("auth did not start: %v", err)
-	case <-time.After(10 * time.Second):
-		cancel()
-		tb.Fatal("auth did not start within 10s")
-	}
-	return ""
+	return testkit.StartService(tb, "auth", func(ctx context.Context, g func(string) string, w io.Writer, ready chan<- string) error {
+		return run(ctx, g, w, ready)
+	}, env(o))
 }
 
 // runErr runs the service with the given environment and returns the error
@@ -84,7 +61,7 @@ func runErr(t *testing.T, overrides map[string]string) error {
 	defer cancel()
 	ready := make(chan string, 1)
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, env(overrides), io.Discard, ready) }()
+	go func() { done <- run(ctx, getenv(env(overrides)), io.Discard, ready) }()
 	select {
 	case err := <-done:
 		if err == nil {

@@ -33,15 +33,10 @@ type Config struct {
 }
 
 func loadConfig(getenv config.Getenv) (Config, error) {
-	file := getenv("ENV_FILE")
-	if file == "" {
-		file = ".env"
-	}
-	getenv, err := config.WithDotEnv(getenv, file)
+	r, err := config.FromEnv(getenv)
 	if err != nil {
 		return Config{}, err
 	}
-	r := config.NewReader(getenv)
 	c := Config{
 		Base:        config.LoadBase(r, 3000),
 		DatabaseURL: r.String("DATABASE_URL", "postgres://postgres:postgres@127.0.0.1:5432/cryptopulse?sslmode=disable"),

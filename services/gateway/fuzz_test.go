@@ -11,7 +11,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"os"
 	"reflect"
 	"strings"
 	"testing"
@@ -39,42 +38,12 @@ type fzGateway struct {
 	http  *http.Client
 }
 
-// fzStart is startGateway for any testing.TB, so a *testing.F can start one
-// gateway for a whole fuzz run.
+// fzStart starts one gateway, with its own Redis, for a whole fuzz run.
 func fzStart(tb testing.TB, databaseURL string, overrides map[string]string) fzGateway {
 	tb.Helper()
 	r := testkit.StartRedis(tb)
-	o := map[string]string{"REDIS_URL": r.URL(), "DATABASE_URL": databaseURL}
-	for k, v := range overrides {
-		o[k] = v
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan string, 1)
-	done := make(chan error, 1)
-	var out io.Writer = io.Discard
-	if testing.Verbose() {
-		out = os.Stderr
-	}
-	go func() { done <- run(ctx, env(o), out, ready) }()
-	select {
-	case addr := <-ready:
-		tb.Cleanup(func() {
-			cancel()
-			select {
-			case <-done:
-			case <-time.After(20 * time.Second):
-				tb.Error("gateway did not stop within 20s")
-			}
-		})
-		return fzGateway{base: "http://" + addr, redis: r.Client(tb), http: &http.Client{Timeout: 10 * time.Second}}
-	case err := <-done:
-		cancel()
-		tb.Fatalf("gateway did not start: %v", err)
-	case <-time.After(10 * time.Second):
-		cancel()
-		tb.Fatal("gateway did not start within 10s")
-	}
-	return fzGateway{}
+	base := startGateway(tb, r.URL(), databaseURL, overrides)
+	return fzGateway{base: base, redis: r.Client(tb), http: &http.Client{Timeout: 10 * time.Second}}
 }
 
 // get sends GET base+path?rawQuery with the given headers; rawQuery goes on
