@@ -77,9 +77,12 @@ vuln-check: ## known vulnerabilities in the dependencies
 tidy: ## go mod tidy in every module
 	@for m in $(MODULES); do (cd $$m && go mod tidy) || exit 1; done
 
-bench: deps ## benchmarks on real Redis; numbers in bench/results.txt
+bench: deps ## benchmarks on real Redis, Postgres and nginx; numbers in bench/results.txt
 	@mkdir -p bench
-	go test -run='^$$' -bench=. -benchmem -count=3 ./libs/throttle/ ./services/fetcher/... ./services/gateway/... | tee bench/results.txt
+	@{ echo "# make bench, $$(date -u +%FT%TZ), $$(nproc) cores"; \
+	  go test -run='^$$' -bench=. -benchmem -count=3 ./libs/throttle/ ./services/fetcher/... ./services/gateway/... && \
+	  go test -run='^$$' -bench=WaitingClients -benchtime=2x ./e2e/; } 2>&1 \
+	  | grep -vE '^\s*\[' | tee bench/results.txt
 
 run: deps ## the whole topology on :$(PORT) from local binaries, against the real CoinGecko
 	GATEWAYS=$(GATEWAYS) FETCHERS=$(FETCHERS) PORT=$(PORT) go run ./tools/devstack/cmd/devstack run
