@@ -274,6 +274,11 @@ func TestRedisRestartedEmptyRecoversWithoutRestarts(t *testing.T) {
 		t.Fatalf("after Redis restarted empty: %d %s", a.Status, a.Raw)
 	}
 	t.Logf("first request after Redis restarted empty: 200 in %s", a.Took)
+	// Both fetches are history: batch ids must not repeat across Redis lifetimes.
+	eventually(t, 10*time.Second, "2 rows in history", func() bool {
+		h := getJSON(s.URL, "/v1/price/bitcoin/history", tok)
+		return h.Status == http.StatusOK && h.Body["totalItems"] == float64(2)
+	})
 }
 
 func TestEachFetchIsOneRowAndHistoryPages(t *testing.T) {

@@ -34,14 +34,17 @@ fi
 have_redis() { command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ]; }
 have_nginx() { command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; }
 have_postgres() { [ -x "$PG_BIN/postgres" ] && [ -x "$PG_BIN/initdb" ]; }
+# go test -race needs cgo, so a C compiler and the C library headers.
+have_cc() { command -v gcc >/dev/null 2>&1 && [ -e /usr/include/stdlib.h ]; }
 
 missing=()
 have_redis || missing+=(redis-server)
 have_nginx || missing+=(nginx)
 have_postgres || missing+=(postgresql-15)
+have_cc || missing+=(gcc libc6-dev)
 
 if [ "${#missing[@]}" -eq 0 ]; then
-	log "redis-server, nginx and PostgreSQL 15 are already installed"
+	log "redis-server, nginx, PostgreSQL 15 and gcc are already installed"
 else
 	command -v apt-get >/dev/null 2>&1 || die "apt-get not found: this script supports Debian 12 only; install ${missing[*]} by hand"
 
@@ -68,6 +71,7 @@ else
 	have_redis || die "redis-server still missing after installing redis-server"
 	have_nginx || die "nginx still missing after installing nginx"
 	have_postgres || die "$PG_BIN/postgres still missing after installing postgresql-15"
+	have_cc || die "gcc still missing after installing gcc libc6-dev"
 	log "installed: ${missing[*]}"
 fi
 

@@ -3,6 +3,7 @@ package config
 import (
 	"net/netip"
 	"os"
+	"regexp"
 	"strconv"
 	"time"
 )
@@ -30,13 +31,19 @@ func LoadBase(r *Reader, defaultPort int) Base {
 		Port:           r.Int("PORT", defaultPort, 0, 65535),
 		InstanceID:     r.String("INSTANCE_ID", host+"-"+strconv.Itoa(os.Getpid())),
 		LogLevel:       r.OneOf("LOG_LEVEL", "info", "debug", "verbose", "info", "log", "warn", "error", "fatal"),
-		RedisURL:       r.String("REDIS_URL", "redis://127.0.0.1:6379/0"),
+		RedisURL:       r.URL("REDIS_URL", "redis://127.0.0.1:6379/0", "redis", "rediss"),
 		ShutdownGrace:  r.Millis("SHUTDOWN_GRACE_MS", 15*time.Second, 0, 10*time.Minute),
 		TrustedProxies: r.Prefixes("TRUSTED_PROXIES", "127.0.0.1/32,::1/128"),
 		ThrottleTTL:    r.Millis("THROTTLE_TTL_MS", time.Minute, time.Second, 24*time.Hour),
 	}
+	// The id is part of Redis channel names and consumer names.
+	if !instanceRe.MatchString(b.InstanceID) {
+		r.Fail("INSTANCE_ID", "%q must be 1-64 letters, digits, '.', '_' or '-'", b.InstanceID)
+	}
 	return b
 }
+
+var instanceRe = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
 
 // Addr is the listen address.
 func (b Base) Addr() string { return b.Host + ":" + strconv.Itoa(b.Port) }

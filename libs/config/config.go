@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -182,6 +183,23 @@ func (r *Reader) Prefixes(key, def string) []netip.Prefix {
 		out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
 	}
 	return out
+}
+
+// URL returns a variable holding a URL whose scheme is one of schemes.
+func (r *Reader) URL(key, def string, schemes ...string) string {
+	v := r.String(key, def)
+	u, err := url.Parse(v)
+	if err != nil || u.Host == "" {
+		r.fail(key, "%q is not a URL such as %s://host:port/...", MaskURL(v), schemes[0])
+		return v
+	}
+	for _, s := range schemes {
+		if u.Scheme == s {
+			return v
+		}
+	}
+	r.fail(key, "scheme %q is not one of %s", u.Scheme, strings.Join(schemes, ", "))
+	return v
 }
 
 // Fail records a problem found by a service's own checks.

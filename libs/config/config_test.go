@@ -56,3 +56,16 @@ func TestMasking(t *testing.T) {
 		t.Errorf("Mask leaked: %s", got)
 	}
 }
+
+func TestURLsAndInstanceIDsAreChecked(t *testing.T) {
+	env := map[string]string{"REDIS_URL": "localhost:6379", "INSTANCE_ID": "gateway 1", "DATABASE_URL": "mysql://x@h/db"}
+	r := NewReader(func(k string) string { return env[k] })
+	LoadBase(r, 3000)
+	r.URL("DATABASE_URL", "", "postgres", "postgresql")
+	err := r.Err()
+	for _, name := range []string{"REDIS_URL", "INSTANCE_ID", "DATABASE_URL"} {
+		if err == nil || !strings.Contains(err.Error(), name) {
+			t.Errorf("error does not name %s: %v", name, err)
+		}
+	}
+}

@@ -23,7 +23,7 @@ func Open(url string, poolSize int) (*redis.Client, error) {
 	// time, while riding out the short stalls of a busy machine.
 	opt.ReadTimeout = 800 * time.Millisecond
 	opt.WriteTimeout = 800 * time.Millisecond
-	opt.PoolTimeout = 500 * time.Millisecond
+	opt.PoolTimeout = 800 * time.Millisecond
 	// A retry would double the time a client waits for its 503.
 	opt.MaxRetries = -1
 	// go-redis dials 5 times by default; once is enough to know Redis is down.

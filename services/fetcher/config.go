@@ -39,7 +39,7 @@ func loadConfig(getenv config.Getenv) (Config, error) {
 	}
 	c := Config{
 		Base:        config.LoadBase(r, 3000),
-		DatabaseURL: r.String("DATABASE_URL", "postgres://postgres:postgres@127.0.0.1:5432/cryptopulse?sslmode=disable"),
+		DatabaseURL: r.URL("DATABASE_URL", "postgres://postgres:postgres@127.0.0.1:5432/cryptopulse?sslmode=disable", "postgres", "postgresql"),
 		DBPoolSize:  r.Int("DB_POOL_SIZE", 10, 1, 1000),
 
 		CoinGeckoURL:        r.String("COINGECKO_BASE_URL", "https://api.coingecko.com"),
@@ -52,11 +52,11 @@ func loadConfig(getenv config.Getenv) (Config, error) {
 
 		BatchWindow:     r.Millis("BATCH_WINDOW_MS", 5*time.Second, 10*time.Millisecond, time.Hour),
 		BatchThreshold:  r.Int("BATCH_THRESHOLD", 3, 1, 10_000),
-		BatchLease:      r.Millis("BATCH_LEASE_MS", 1500*time.Millisecond, 100*time.Millisecond, time.Minute),
+		BatchLease:      r.Millis("BATCH_LEASE_MS", time.Second, 100*time.Millisecond, time.Minute),
 		BatchPoll:       r.Millis("BATCH_POLL_MS", 100*time.Millisecond, 5*time.Millisecond, 10*time.Second),
 		BatchMaxCoins:   r.Int("BATCH_MAX_COINS", 100, 1, 515),
 		FlushConcurrent: r.Int("FLUSH_CONCURRENCY", 4, 1, 1000),
-		ReplyMargin:     r.Millis("BATCH_REPLY_MARGIN_MS", 300*time.Millisecond, 0, time.Minute),
+		ReplyMargin:     r.Millis("BATCH_REPLY_MARGIN_MS", 500*time.Millisecond, 0, time.Minute),
 		ReclaimIdle:     r.Millis("STREAM_RECLAIM_IDLE_MS", 3*time.Second, 100*time.Millisecond, time.Hour),
 		ResultTTL:       r.Millis("RESULT_TTL_MS", time.Minute, time.Second, time.Hour),
 	}

@@ -29,7 +29,7 @@ func loadConfig(getenv config.Getenv) (Config, error) {
 	c := Config{
 		Base:          config.LoadBase(r, 3000),
 		JWTSecret:     r.Secret("JWT_SECRET", jwtauth.MinSecretLen),
-		DatabaseURL:   r.String("DATABASE_URL", "postgres://postgres:postgres@127.0.0.1:5432/cryptopulse?sslmode=disable"),
+		DatabaseURL:   r.URL("DATABASE_URL", "postgres://postgres:postgres@127.0.0.1:5432/cryptopulse?sslmode=disable", "postgres", "postgresql"),
 		DBPoolSize:    r.Int("DB_POOL_SIZE", 10, 1, 1000),
 		RedisPoolSize: r.Int("REDIS_POOL_SIZE", 0, 0, 100_000),
 		ResultTimeout: r.Millis("BATCH_RESULT_TIMEOUT_MS", 8*time.Second, 100*time.Millisecond, 10*time.Minute),

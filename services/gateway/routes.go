@@ -201,6 +201,9 @@ func answerPrice(c *fiber.Ctx, r price.Reply) error {
 	})
 }
 
+// historyTimeout bounds one history query.
+const historyTimeout = 3 * time.Second
+
 // HistoryItem is one entry of a history page.
 type HistoryItem struct {
 	Price     json.Number `json:"price"`
@@ -236,7 +239,11 @@ func handleHistory(d deps) fiber.Handler {
 		if err := d.throttle(c); err != nil {
 			return err
 		}
-		recs, total, err := d.store.History(c.UserContext(), q)
+		// A Postgres that hangs instead of refusing must still give a 503,
+		// not hold the client until nginx gives up.
+		ctx, cancel := context.WithTimeout(c.UserContext(), historyTimeout)
+		defer cancel()
+		recs, total, err := d.store.History(ctx, q)
 		if err != nil {
 			return err
 		}

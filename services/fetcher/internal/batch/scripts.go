@@ -12,7 +12,7 @@ import "github.com/redis/go-redis/v9"
 //   cp:batch:<id>                    hash: coin, currency, size, state, flush_reason, owner, attempt, times
 //   cp:batch:<id>:requests           list of "<requestId> <replyChannel> <deadlineMs>"
 //   cp:batch:due                     zset: batch id -> when it is due, or when its flusher's lease ends
-//   cp:batch:seq                     counter for batch ids
+//   cp:batch:seq                     counter for batch ids (<coin>:<currency>:<ms>-<n>)
 
 const luaNow = `
 local t = redis.call('TIME')
@@ -40,7 +40,10 @@ local coin, cur = ARGV[3], ARGV[4]
 local openKey = 'cp:batch:open:' .. coin .. ':' .. cur
 local id = redis.call('GET', openKey)
 if not id then
-  id = coin .. ':' .. cur .. ':' .. redis.call('INCR', KEYS[3])
+  -- The Redis time makes ids unique across Redis lifetimes: after a restart
+  -- without data the counter starts again, and Postgres already holds rows
+  -- keyed by the old ids.
+  id = coin .. ':' .. cur .. ':' .. now .. '-' .. redis.call('INCR', KEYS[3])
   redis.call('HSET', 'cp:batch:' .. id, 'id', id, 'coin', coin, 'currency', cur, 'created_ms', now,
     'due_ms', now + window, 'size', 0, 'state', 'open', 'deadline_ms', deadline, 'attempt', 0)
   redis.call('PEXPIRE', 'cp:batch:' .. id, ttl)
@@ -130,8 +133,10 @@ end
 local reqs = redis.call('LRANGE', bkey .. ':requests', 0, -1)
 for _, r in ipairs(reqs) do
   local id, channel = string.match(r, '^(%S+) (%S+)')
-  redis.call('SET', 'cp:price:result:' .. id, ARGV[3], 'PX', tonumber(ARGV[4]))
-  redis.call('PUBLISH', channel, ARGV[3])
+  if id then
+    redis.call('SET', 'cp:price:result:' .. id, ARGV[3], 'PX', tonumber(ARGV[4]))
+    redis.call('PUBLISH', channel, ARGV[3])
+  end
 end
 redis.call('HSET', bkey, 'state', 'done', 'done_ms', now)
 redis.call('ZREM', KEYS[1], ARGV[2])

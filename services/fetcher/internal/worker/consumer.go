@@ -114,9 +114,31 @@ func (c *Consumer) reclaim(ctx context.Context) {
 			c.handle(ctx, m)
 		}
 		if next == "0-0" || len(msgs) == 0 {
-			return
+			break
 		}
 		start = next
+	}
+	c.forgetDeadConsumers(ctx)
+}
+
+// deadConsumerIdle is how long a consumer with nothing pending may stay
+// silent before it is taken for a fetcher that is gone for good.
+const deadConsumerIdle = 10 * time.Minute
+
+// forgetDeadConsumers removes consumers of stopped fetchers (every restart
+// brings a new name) so XINFO CONSUMERS shows the live ones. Only consumers
+// with no pending entries are removed: deleting one would drop its entries.
+func (c *Consumer) forgetDeadConsumers(ctx context.Context) {
+	consumers, err := c.RDB.XInfoConsumers(ctx, price.StreamKey, price.Group).Result()
+	if err != nil {
+		return
+	}
+	for _, info := range consumers {
+		if info.Name != c.Name && info.Pending == 0 && info.Idle > deadConsumerIdle {
+			if err := c.RDB.XGroupDelConsumer(ctx, price.StreamKey, price.Group, info.Name).Err(); err == nil {
+				c.Log.Info("removed the consumer of a stopped fetcher", zap.String("consumer", info.Name))
+			}
+		}
 	}
 }
 

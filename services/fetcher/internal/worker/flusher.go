@@ -124,31 +124,58 @@ func (f *Flusher) Run(ctx context.Context) {
 
 // flush makes one upstream call for every claimed batch and answers each.
 func (f *Flusher) flush(ctx context.Context, claimed []batch.Claimed) {
-	deadline := claimed[0].Deadline
-	ids := make([]string, len(claimed))
+	// A batch whose clients are about to give up (taken over late, or
+	// holding a request reclaimed from a dead fetcher) must not shorten the
+	// call that answers the others: it is answered on its own.
+	var live, late []batch.Claimed
+	for _, c := range claimed {
+		if c.Attempt > 1 {
+			f.m.takeover.Inc()
+			f.log.Info("taking over a batch whose fetcher stopped renewing its lease",
+				zap.String("batch", c.ID), zap.Int("attempt", c.Attempt))
+		}
+		if time.Until(c.Deadline.Add(-f.cfg.Margin)) < minCallTime {
+			late = append(late, c)
+			continue
+		}
+		live = append(live, c)
+	}
+	if len(late) > 0 {
+		f.answer(ctx, late, nil, &coingecko.Error{Kind: coingecko.Timeout, Msg: "no time left before the clients' deadline"})
+	}
+	if len(live) == 0 {
+		return
+	}
+	deadline := live[0].Deadline
+	ids := make([]string, len(live))
 	coins, currencies := []string{}, []string{}
-	for i, c := range claimed {
+	for i, c := range live {
 		ids[i] = c.ID
 		coins = append(coins, c.Coin)
 		currencies = append(currencies, c.Currency)
 		if c.Deadline.Before(deadline) {
 			deadline = c.Deadline
 		}
-		if c.Attempt > 1 {
-			f.m.takeover.Inc()
-			f.log.Info("taking over a batch whose fetcher stopped renewing its lease",
-				zap.String("batch", c.ID), zap.Int("attempt", c.Attempt))
-		}
 	}
 	stopRenew := f.keepLeases(ctx, ids)
 	quote, ferr := f.fetch(ctx, coins, currencies, deadline.Add(-f.cfg.Margin))
 	stopRenew()
+	f.answer(ctx, live, quote, ferr)
+}
 
+// minCallTime is the least time worth starting an upstream call with.
+const minCallTime = 200 * time.Millisecond
+
+// answer completes each batch with the outcome of its upstream call.
+func (f *Flusher) answer(ctx context.Context, batches []batch.Claimed, quote coingecko.Quote, ferr error) {
+	// fetchedAt is Redis time, the one clock; without it the batch is left
+	// to run out its lease and be answered by whoever takes it next.
 	fetchedAt, err := f.store.Now(ctx)
 	if err != nil {
-		fetchedAt = time.Now()
+		f.log.Error("reading Redis time failed; leaving the batches to another fetcher", zap.Error(err))
+		return
 	}
-	for _, c := range claimed {
+	for _, c := range batches {
 		r, rec := f.replyFor(c, quote, ferr, fetchedAt)
 		payload, _ := json.Marshal(r)
 		n, err := f.store.Complete(ctx, f.cfg.Name, c.ID, payload, rec)
@@ -164,7 +191,7 @@ func (f *Flusher) flush(ctx context.Context, claimed []batch.Claimed) {
 		f.m.flushes.WithLabelValues(c.FlushReason, fmt.Sprint(r.Status)).Inc()
 		f.m.sizes.Observe(float64(n))
 		f.log.Info("batch answered", zap.String("batch", c.ID), zap.Int("size", n), zap.String("reason", c.FlushReason),
-			zap.Int("status", r.Status), zap.Duration("age", c.Age), zap.Int("coinsInCall", len(claimed)))
+			zap.Int("status", r.Status), zap.Duration("age", c.Age), zap.Int("coinsInCall", len(batches)))
 	}
 }
 

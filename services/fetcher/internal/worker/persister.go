@@ -125,7 +125,13 @@ func (p *Persister) write(ctx context.Context, msgs []redis.XMessage) error {
 	if p.Written != nil {
 		p.Written.Add(float64(n))
 	}
-	return p.RDB.XAck(ctx, price.RecordsStream, price.RecordsGroup, ids...).Err()
+	// A written record is no longer needed in Redis: acknowledge and delete
+	// it, so the stream only ever holds what Postgres has not got yet.
+	pipe := p.RDB.TxPipeline()
+	pipe.XAck(ctx, price.RecordsStream, price.RecordsGroup, ids...)
+	pipe.XDel(ctx, price.RecordsStream, ids...)
+	_, err = pipe.Exec(ctx)
+	return err
 }
 
 func sleep(ctx context.Context, d time.Duration) {

@@ -75,6 +75,16 @@ func startRig(t *testing.T, fetchers int, window time.Duration) *rig {
 // ask publishes requests as gateways do and collects their replies.
 func (r *rig) ask(t *testing.T, coins ...string) []price.Reply {
 	t.Helper()
+	timeouts := make([]int64, len(coins))
+	for i := range timeouts {
+		timeouts[i] = 5000
+	}
+	return r.askWithin(t, coins, timeouts)
+}
+
+// askWithin is ask with a client timeout per request.
+func (r *rig) askWithin(t *testing.T, coins []string, timeoutMS []int64) []price.Reply {
+	t.Helper()
 	ctx := context.Background()
 	ps := r.rdb.PSubscribe(ctx, price.ReplyPattern("gw"))
 	defer ps.Close()
@@ -82,7 +92,7 @@ func (r *rig) ask(t *testing.T, coins ...string) []price.Reply {
 		t.Fatal(err)
 	}
 	for i, coin := range coins {
-		req := price.Request{ID: fmt.Sprint("req-", i), Coin: coin, Currency: "usd", TimeoutMS: 5000, Gateway: "gw"}
+		req := price.Request{ID: fmt.Sprint("req-", i), Coin: coin, Currency: "usd", TimeoutMS: timeoutMS[i], Gateway: "gw"}
 		req.ReplyTo = price.ReplyChannel("gw", req.ID)
 		if err := r.rdb.XAdd(ctx, &redis.XAddArgs{Stream: price.StreamKey, Values: req.Values()}).Err(); err != nil {
 			t.Fatal(err)
@@ -167,5 +177,28 @@ func TestRateLimitedUpstreamAnswers429ToEveryone(t *testing.T) {
 	}
 	if after := r.sim.Calls(); after != before {
 		t.Errorf("upstream called %d more times during the cooldown", after-before)
+	}
+}
+
+// A batch whose client is about to give up is answered on its own; it does
+// not spoil the upstream call of fresh batches claimed with it.
+func TestLateBatchDoesNotSpoilFreshOnes(t *testing.T) {
+	r := startRig(t, 1, time.Second)
+	replies := r.askWithin(t, []string{"bitcoin", "bitcoin", "bitcoin", "ethereum"}, []int64{5000, 5000, 5000, 250})
+	for _, rep := range replies {
+		want := 200
+		if rep.CoinID == "ethereum" {
+			want = 504
+		}
+		if rep.Status != want {
+			t.Errorf("%s: status %d (%s), want %d", rep.CoinID, rep.Status, rep.Message, want)
+		}
+	}
+	for _, c := range r.sim.CallLog() {
+		for _, id := range c.IDs {
+			if id == "ethereum" {
+				t.Errorf("the late coin was sent upstream: %+v", c)
+			}
+		}
 	}
 }

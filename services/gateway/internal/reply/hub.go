@@ -39,6 +39,8 @@ type Hub struct {
 type waiter struct {
 	ch    chan price.Reply
 	since time.Time
+	// checked is when the sweep last read this request's result key.
+	checked time.Time
 }
 
 // NewHub returns a Hub for the gateway instance; call Run to start it.
@@ -149,13 +151,20 @@ func (h *Hub) Run(ctx context.Context) {
 	}
 }
 
+// recheckEvery is how often one waiting request's result key is read.
+const recheckEvery = 2 * time.Second
+
 // sweep reads the result keys of requests that have waited longer than age.
 func (h *Hub) sweep(ctx context.Context, age time.Duration) {
-	cutoff := time.Now().Add(-age)
+	now := time.Now()
+	cutoff := now.Add(-age)
 	h.mu.Lock()
 	var ids []string
 	for id, w := range h.waiters {
-		if !w.since.After(cutoff) {
+		// A request waiting out a batch window would otherwise be read on
+		// every tick; after a resubscribe (age 0) everything is read.
+		if !w.since.After(cutoff) && (age == 0 || now.Sub(w.checked) >= recheckEvery) {
+			w.checked = now
 			ids = append(ids, id)
 		}
 	}
