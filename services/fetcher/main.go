@@ -1,4 +1,6 @@
-// Command fetcher reads price requests from the Redis stream, batches them per coin with every other fetcher, asks CoinGecko once per batch and answers each request.
+// Command fetcher reads price requests from the Redis stream, batches them
+// per coin with every other fetcher, asks CoinGecko once per batch and
+// answers each request.
 package main
 
 import (

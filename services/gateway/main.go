@@ -1,4 +1,6 @@
-// Command gateway answers price requests: it checks the token and the limits, puts each request on the Redis stream and waits for the batch that answers it.
+// Command gateway answers price requests: it checks the token and the
+// limits, puts each request on the Redis stream and waits for the batch
+// that answers it.
 package main
 
 import (
