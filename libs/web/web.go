@@ -158,6 +158,22 @@ func Metrics(app *fiber.App, reg *prometheus.Registry) {
 	app.Get("/metrics", adaptor.HTTPHandler(promhttp.HandlerFor(reg, promhttp.HandlerOpts{})))
 }
 
+// ListenAndServe listens on addr, logs and reports (on ready, when not nil)
+// the address it got, and serves until ctx is done, as Serve does.
+func ListenAndServe(ctx context.Context, app *fiber.App, addr string, grace time.Duration, log *zap.Logger, ready chan<- string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	log.Info("listening", zap.String("addr", ln.Addr().String()))
+	if ready != nil {
+		ready <- ln.Addr().String()
+	}
+	err = Serve(ctx, app, ln, grace)
+	log.Info("stopped serving", zap.Error(err))
+	return err
+}
+
 // Serve answers on ln until ctx is done, then stops taking connections and
 // waits up to grace for the requests in flight to finish.
 func Serve(ctx context.Context, app *fiber.App, ln net.Listener, grace time.Duration) error {

@@ -2,9 +2,7 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"io"
-	"net"
 	"time"
 
 	"go.uber.org/zap"
@@ -58,15 +56,5 @@ func run(ctx context.Context, getenv config.Getenv, stdout io.Writer, ready chan
 		registry: reg,
 	})
 
-	ln, err := net.Listen("tcp", cfg.Addr())
-	if err != nil {
-		return fmt.Errorf("listen: %w", err)
-	}
-	log.Info("listening", zap.String("addr", ln.Addr().String()))
-	if ready != nil {
-		ready <- ln.Addr().String()
-	}
-	err = web.Serve(ctx, app, ln, cfg.ShutdownGrace)
-	log.Info("stopped", zap.Error(err))
-	return err
+	return web.ListenAndServe(ctx, app, cfg.Addr(), cfg.ShutdownGrace, log, ready)
 }

@@ -2,9 +2,7 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"io"
-	"net"
 	"sync"
 	"time"
 
@@ -107,16 +105,6 @@ func run(ctx context.Context, getenv config.Getenv, stdout io.Writer, ready chan
 		web.Check{Name: "postgres", Check: pg.Ping},
 	)
 	web.Metrics(app, reg)
-	ln, err := net.Listen("tcp", cfg.Addr())
-	if err != nil {
-		return fmt.Errorf("listen: %w", err)
-	}
-	log.Info("listening", zap.String("addr", ln.Addr().String()))
-	if ready != nil {
-		ready <- ln.Addr().String()
-	}
 	// The HTTP port only serves probes and metrics: stop it straight away.
-	err = web.Serve(ctx, app, ln, time.Second)
-	log.Info("stopping", zap.Error(err))
-	return err
+	return web.ListenAndServe(ctx, app, cfg.Addr(), time.Second, log, ready)
 }
