@@ -23,38 +23,12 @@ type Getenv func(key string) string
 // to the KEY=VALUE lines of the file at path (a missing file is not an error:
 // .env is optional, .env.example documents it).
 func WithDotEnv(getenv Getenv, path string) (Getenv, error) {
-	f, err := os.Open(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return getenv, nil
-	}
+	file, err := ReadDotEnv(path)
 	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", path, err)
+		return nil, err
 	}
-	defer f.Close()
-	file := map[string]string{}
-	sc := bufio.NewScanner(f)
-	for n := 1; sc.Scan(); n++ {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		k, v, ok := strings.Cut(strings.TrimPrefix(line, "export "), "=")
-		if !ok {
-			return nil, fmt.Errorf("%s:%d: expected KEY=VALUE", path, n)
-		}
-		v = strings.TrimSpace(v)
-		if len(v) >= 2 && (v[0] == '"' || v[0] == '\'') && strings.LastIndexByte(v, v[0]) > 0 {
-			v = v[1:strings.LastIndexByte(v, v[0])]
-		} else if i := strings.Index(v, " #"); i >= 0 {
-			// An unquoted value ends at a comment, as in docker compose's env_file.
-			v = strings.TrimSpace(v[:i])
-		} else if strings.HasPrefix(v, "#") {
-			v = ""
-		}
-		file[strings.TrimSpace(k)] = v
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("read %s: %w", path, err)
+	if len(file) == 0 {
+		return getenv, nil
 	}
 	return func(key string) string {
 		if v := getenv(key); v != "" {
@@ -241,4 +215,52 @@ func FromEnv(getenv Getenv) (*Reader, error) {
 		return nil, err
 	}
 	return NewReader(withFile), nil
+}
+
+// ReadDotEnv reads the KEY=VALUE lines of a .env file the way docker
+// compose's env_file does: blank lines and # comments are skipped, "export "
+// is allowed, quotes are taken off, and an unquoted value ends at a comment
+// preceded by white space. A missing file reads as empty.
+func ReadDotEnv(path string) (map[string]string, error) {
+	out := map[string]string{}
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return out, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		k, v, ok := strings.Cut(strings.TrimPrefix(line, "export "), "=")
+		if !ok {
+			return nil, fmt.Errorf("%s:%d: expected KEY=VALUE", path, n)
+		}
+		out[strings.TrimSpace(k)] = dotEnvValue(v)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	return out, nil
+}
+
+func dotEnvValue(v string) string {
+	v = strings.TrimSpace(v)
+	if len(v) >= 2 && (v[0] == '"' || v[0] == '\'') && strings.LastIndexByte(v, v[0]) > 0 {
+		return v[1:strings.LastIndexByte(v, v[0])]
+	}
+	if strings.HasPrefix(v, "#") {
+		return ""
+	}
+	for i := 1; i < len(v); i++ {
+		if v[i] == '#' && (v[i-1] == ' ' || v[i-1] == '\t') {
+			return strings.TrimSpace(v[:i])
+		}
+	}
+	return v
 }

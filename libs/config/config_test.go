@@ -69,3 +69,21 @@ func TestURLsAndInstanceIDsAreChecked(t *testing.T) {
 		}
 	}
 }
+
+func TestDotEnvValue(t *testing.T) {
+	for in, want := range map[string]string{
+		"3000":                         "3000",
+		"3000                # a port": "3000",
+		"3000\t# a port":               "3000",
+		`"a # b"   # comment`:          "a # b",
+		"'quoted'":                     "quoted",
+		"":                             "",
+		"# only a comment":             "",
+		"pa#ss":                        "pa#ss",
+		"two words # c":                "two words",
+	} {
+		if got := dotEnvValue(in); got != want {
+			t.Errorf("dotEnvValue(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

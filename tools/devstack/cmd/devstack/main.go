@@ -11,7 +11,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"flag"
@@ -24,6 +23,7 @@ import (
 	"strings"
 	"syscall"
 
+	"cryptopulse/libs/config"
 	"cryptopulse/tools/devstack"
 )
 
@@ -151,11 +151,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 // keys of .env.example (the environment wins, as the services themselves
 // do), minus the topology's own.
 func serviceEnv(root string, getenv func(string) string) (map[string]string, error) {
-	env, err := readDotEnv(filepath.Join(root, ".env"))
+	env, err := config.ReadDotEnv(filepath.Join(root, ".env"))
 	if err != nil {
 		return nil, err
 	}
-	example, err := readDotEnv(filepath.Join(root, ".env.example"))
+	example, err := config.ReadDotEnv(filepath.Join(root, ".env.example"))
 	if err != nil {
 		return nil, err
 	}
@@ -172,51 +172,6 @@ func serviceEnv(root string, getenv func(string) string) (map[string]string, err
 		delete(env, k)
 	}
 	return env, nil
-}
-
-// readDotEnv reads KEY=VALUE lines; a missing file is an empty one.
-func readDotEnv(path string) (map[string]string, error) {
-	out := map[string]string{}
-	f, err := os.Open(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return out, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for n := 1; sc.Scan(); n++ {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		k, v, ok := strings.Cut(strings.TrimPrefix(line, "export "), "=")
-		if !ok {
-			return nil, fmt.Errorf("%s:%d: expected KEY=VALUE", path, n)
-		}
-		out[strings.TrimSpace(k)] = dotEnvValue(v)
-	}
-	return out, sc.Err()
-}
-
-// dotEnvValue reads a value the way the services (libs/config) and docker
-// compose's env_file do: quotes are taken off; an unquoted value ends at a
-// " #" comment.
-func dotEnvValue(v string) string {
-	v = strings.TrimSpace(v)
-	if len(v) >= 2 && (v[0] == '"' || v[0] == '\'') && strings.LastIndexByte(v, v[0]) > 0 {
-		return v[1:strings.LastIndexByte(v, v[0])]
-	}
-	if strings.HasPrefix(v, "#") {
-		return ""
-	}
-	for i := 1; i < len(v); i++ {
-		if v[i] == '#' && (v[i-1] == ' ' || v[i-1] == '\t') {
-			return strings.TrimSpace(v[:i])
-		}
-	}
-	return v
 }
 
 // envInt reads an integer setting, falling back to def when unset or bad

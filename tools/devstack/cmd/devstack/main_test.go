@@ -6,24 +6,6 @@ import (
 	"testing"
 )
 
-func TestDotEnvValue(t *testing.T) {
-	for in, want := range map[string]string{
-		"3000":                         "3000",
-		"3000                # a port": "3000",
-		"3000\t# a port":               "3000",
-		`"a # b"   # comment`:          "a # b",
-		"'quoted'":                     "quoted",
-		"":                             "",
-		"# only a comment":             "",
-		"pa#ss":                        "pa#ss",
-		"two words # c":                "two words",
-	} {
-		if got := dotEnvValue(in); got != want {
-			t.Errorf("dotEnvValue(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
 func TestServiceEnv(t *testing.T) {
 	root := t.TempDir()
 	write := func(name, text string) {
