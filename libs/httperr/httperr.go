@@ -9,6 +9,7 @@ package httperr
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -144,4 +145,23 @@ func RetryAfter(ms int64) string {
 		s = 1
 	}
 	return strconv.FormatInt(s, 10)
+}
+
+// DecodeBody reads an error answer strictly: it must be a JSON object with
+// statusCode, message and error, as every CryptoPulse error is.
+func DecodeBody(raw []byte) (Body, error) {
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &fields); err != nil {
+		return Body{}, fmt.Errorf("error body is not a JSON object: %w", err)
+	}
+	for _, k := range []string{"statusCode", "message", "error"} {
+		if _, ok := fields[k]; !ok {
+			return Body{}, fmt.Errorf("error body lacks %q", k)
+		}
+	}
+	var b Body
+	if err := json.Unmarshal(raw, &b); err != nil {
+		return Body{}, fmt.Errorf("error body: %w", err)
+	}
+	return b, nil
 }

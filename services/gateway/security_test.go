@@ -84,18 +84,9 @@ func secGet(t *testing.T, rawURL string, header map[string]string) secResponse {
 // secNest decodes a Nest-shaped error body strictly.
 func secNest(tb testing.TB, raw []byte) httperr.Body {
 	tb.Helper()
-	var m map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &m); err != nil {
-		tb.Fatalf("error body is not a JSON object: %v: %q", err, raw)
-	}
-	for _, k := range []string{"statusCode", "message", "error"} {
-		if _, ok := m[k]; !ok {
-			tb.Fatalf("error body lacks %q: %s", k, raw)
-		}
-	}
-	var b httperr.Body
-	if err := json.Unmarshal(raw, &b); err != nil {
-		tb.Fatalf("error body: %v: %s", err, raw)
+	b, err := httperr.DecodeBody(raw)
+	if err != nil {
+		tb.Fatalf("%v: %s", err, raw)
 	}
 	return b
 }
