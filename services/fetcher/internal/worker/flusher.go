@@ -237,7 +237,7 @@ func (f *Flusher) fetch(ctx context.Context, coins, currencies []string, deadlin
 			return nil, err
 		}
 		remaining := time.Until(deadline)
-		if remaining <= 50*time.Millisecond {
+		if remaining < minCallTime {
 			if last != nil {
 				return nil, last
 			}
