@@ -132,6 +132,18 @@ const (
 	FlushWindow    = "window"
 )
 
+// Where a batch's price came from, as a client sees it in batch.source.
+const (
+	// SourceUpstream is a price fetched from CoinGecko for this batch.
+	SourceUpstream = "coingecko"
+	// SourceSnapshot is a price fetched for an earlier batch less than
+	// PRICE_MAX_AGE_MS ago, reused without a call.
+	SourceSnapshot = "snapshot"
+	// SourceStale is the newest stored price, given because CoinGecko
+	// failed and it is younger than STALE_MAX_AGE_MS.
+	SourceStale = "stale"
+)
+
 // Batch says which batch answered a request.
 type Batch struct {
 	ID          string `json:"id"`
@@ -139,6 +151,8 @@ type Batch struct {
 	FlushReason string `json:"flushReason"`
 	Fetcher     string `json:"fetcher,omitempty"`
 	Attempt     int    `json:"attempt,omitempty"`
+	// Source is SourceUpstream, SourceSnapshot or SourceStale.
+	Source string `json:"source,omitempty"`
 }
 
 // Reply is what a fetcher publishes for every request of a batch. Status is
@@ -151,7 +165,9 @@ type Reply struct {
 	VsCurrency string      `json:"vsCurrency"`
 	Price      json.Number `json:"price,omitempty"`
 	FetchedAt  string      `json:"fetchedAt,omitempty"`
-	Batch      Batch       `json:"batch"`
+	// Stale marks a stored price given because the upstream failed.
+	Stale bool  `json:"stale,omitempty"`
+	Batch Batch `json:"batch"`
 }
 
 // Answer is the 200 body of GET /v1/price/{coinId}.
@@ -160,7 +176,10 @@ type Answer struct {
 	VsCurrency string      `json:"vsCurrency"`
 	Price      json.Number `json:"price"`
 	FetchedAt  string      `json:"fetchedAt"`
-	Batch      Batch       `json:"batch"`
+	// Stale is true only on a stored price served because CoinGecko
+	// failed (STALE_MAX_AGE_MS); a fresh price never carries it.
+	Stale bool  `json:"stale,omitempty"`
+	Batch Batch `json:"batch"`
 }
 
 // TimeFormat is the fetchedAt format: JavaScript's toISOString, as the original sent.
