@@ -149,3 +149,22 @@ func (s *Store) History(ctx context.Context, q HistoryQuery) ([]Record, int, err
 	}
 	return recs, total, nil
 }
+
+// ErrNoRecord is returned by Latest when the coin has no row yet.
+var ErrNoRecord = errors.New("no price record")
+
+// Latest returns the newest record of a coin in a currency, ErrNoRecord, or
+// an error wrapping ErrUnavailable. It serves the stale fallback when Redis
+// lost the newest price.
+func (s *Store) Latest(ctx context.Context, coinID, vsCurrency string) (Record, error) {
+	var r Record
+	err := s.db.GetContext(ctx, &r, "SELECT id, coin_id, vs_currency, price::text AS price, fetched_at, batch_id FROM price_records WHERE coin_id = $1 AND vs_currency = $2 ORDER BY fetched_at DESC, id DESC LIMIT 1",
+		coinID, vsCurrency)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return Record{}, ErrNoRecord
+	case err != nil:
+		return Record{}, fmt.Errorf("%w: latest price: %v", ErrUnavailable, err)
+	}
+	return r, nil
+}

@@ -17,6 +17,7 @@ type Config struct {
 	CoinGeckoKey        string
 	CoinGeckoPlan       string
 	CoinGeckoRateLimit  int
+	CoinGeckoBurst      int
 	CoinGeckoTimeout    time.Duration
 	CoinGeckoAttempts   int
 	CoinGeckoRetryAfter time.Duration
@@ -30,6 +31,8 @@ type Config struct {
 	ReplyMargin     time.Duration
 	ReclaimIdle     time.Duration
 	ResultTTL       time.Duration
+	PriceMaxAge     time.Duration
+	StaleMaxAge     time.Duration
 }
 
 func loadConfig(getenv config.Getenv) (Config, error) {
@@ -46,19 +49,26 @@ func loadConfig(getenv config.Getenv) (Config, error) {
 		CoinGeckoKey:        r.String("COINGECKO_API_KEY", ""),
 		CoinGeckoPlan:       r.OneOf("COINGECKO_PLAN", "", "", coingecko.PlanDemo, coingecko.PlanPro),
 		CoinGeckoRateLimit:  r.Int("COINGECKO_RATE_LIMIT", 30, 0, 100_000),
+		CoinGeckoBurst:      r.Int("COINGECKO_BURST", 3, 1, 100_000),
 		CoinGeckoTimeout:    r.Millis("COINGECKO_TIMEOUT_MS", 3*time.Second, 100*time.Millisecond, time.Minute),
 		CoinGeckoAttempts:   r.Int("COINGECKO_MAX_ATTEMPTS", 3, 1, 10),
 		CoinGeckoRetryAfter: r.Millis("COINGECKO_DEFAULT_RETRY_AFTER_MS", time.Minute, time.Second, time.Hour),
 
-		BatchWindow:     r.Millis("BATCH_WINDOW_MS", 5*time.Second, 10*time.Millisecond, time.Hour),
-		BatchThreshold:  r.Int("BATCH_THRESHOLD", 3, 1, 10_000),
-		BatchLease:      r.Millis("BATCH_LEASE_MS", time.Second, 100*time.Millisecond, time.Minute),
-		BatchPoll:       r.Millis("BATCH_POLL_MS", 100*time.Millisecond, 5*time.Millisecond, 10*time.Second),
+		BatchWindow:    r.Millis("BATCH_WINDOW_MS", 5*time.Second, 10*time.Millisecond, time.Hour),
+		BatchThreshold: r.Int("BATCH_THRESHOLD", 3, 1, 10_000),
+		BatchLease:     r.Millis("BATCH_LEASE_MS", time.Second, 100*time.Millisecond, time.Minute),
+		// Flushes are event-driven; this poll is only the safety net.
+		BatchPoll:       r.Millis("BATCH_POLL_MS", time.Second, 5*time.Millisecond, time.Minute),
 		BatchMaxCoins:   r.Int("BATCH_MAX_COINS", 100, 1, 515),
 		FlushConcurrent: r.Int("FLUSH_CONCURRENCY", 4, 1, 1000),
 		ReplyMargin:     r.Millis("BATCH_REPLY_MARGIN_MS", 500*time.Millisecond, 0, time.Minute),
 		ReclaimIdle:     r.Millis("STREAM_RECLAIM_IDLE_MS", 3*time.Second, 100*time.Millisecond, time.Hour),
 		ResultTTL:       r.Millis("RESULT_TTL_MS", time.Minute, time.Second, time.Hour),
+		PriceMaxAge:     r.Millis("PRICE_MAX_AGE_MS", 0, 0, 24*time.Hour),
+		StaleMaxAge:     r.Millis("STALE_MAX_AGE_MS", 0, 0, 7*24*time.Hour),
+	}
+	if c.CoinGeckoRateLimit > 0 && c.CoinGeckoBurst > c.CoinGeckoRateLimit {
+		r.Fail("COINGECKO_BURST", "%d is more than COINGECKO_RATE_LIMIT (%d)", c.CoinGeckoBurst, c.CoinGeckoRateLimit)
 	}
 	if _, err := coingecko.New(c.CoinGeckoURL, "", c.CoinGeckoPlan, time.Second); err != nil {
 		r.Fail("COINGECKO_BASE_URL", "%v", err)

@@ -35,6 +35,7 @@ func run(ctx context.Context, getenv config.Getenv, stdout io.Writer, ready chan
 	log.Info("starting", zap.String("addr", cfg.Addr()), zap.String("redis", config.MaskURL(cfg.RedisURL)),
 		zap.String("database", config.MaskURL(cfg.DatabaseURL)), zap.String("coingecko", cfg.CoinGeckoURL),
 		zap.String("coingeckoKey", config.Mask(cfg.CoinGeckoKey)), zap.Int("coingeckoRateLimit", cfg.CoinGeckoRateLimit),
+		zap.Int("coingeckoBurst", cfg.CoinGeckoBurst), zap.Duration("priceMaxAge", cfg.PriceMaxAge), zap.Duration("staleMaxAge", cfg.StaleMaxAge),
 		zap.Duration("window", cfg.BatchWindow), zap.Int("threshold", cfg.BatchThreshold), zap.Duration("lease", cfg.BatchLease))
 
 	rdb, err := redisconn.Open(cfg.RedisURL, 0)
@@ -51,6 +52,8 @@ func run(ctx context.Context, getenv config.Getenv, stdout io.Writer, ready chan
 	store, err := batch.NewStore(rdb, batch.Settings{
 		Window: cfg.BatchWindow, Threshold: cfg.BatchThreshold, Lease: cfg.BatchLease,
 		KeyTTL: cfg.BatchWindow + 10*time.Minute, Keep: 10 * time.Minute, ResultTTL: cfg.ResultTTL, RecordsMaxLen: 1_000_000,
+		Budget:         batch.Budget{PerMinute: cfg.CoinGeckoRateLimit, Burst: cfg.CoinGeckoBurst},
+		SnapshotMaxAge: cfg.PriceMaxAge,
 	})
 	if err != nil {
 		return err
@@ -68,13 +71,13 @@ func run(ctx context.Context, getenv config.Getenv, stdout io.Writer, ready chan
 	written := prometheus.NewCounter(prometheus.CounterOpts{Name: "fetcher_price_records_written_total", Help: "Rows written to price_records."})
 	reg.MustRegister(written)
 	flusher := worker.NewFlusher(worker.FlusherConfig{
-		Name: cfg.InstanceID, Poll: cfg.BatchPoll, MaxBatches: cfg.BatchMaxCoins, Concurrency: cfg.FlushConcurrent,
+		Name: cfg.InstanceID, SafetyPoll: cfg.BatchPoll, MaxBatches: cfg.BatchMaxCoins, Concurrency: cfg.FlushConcurrent,
 		CallTimeout: cfg.CoinGeckoTimeout, MaxAttempts: cfg.CoinGeckoAttempts, Margin: cfg.ReplyMargin,
-		Lease: cfg.BatchLease, BudgetPerMin: cfg.CoinGeckoRateLimit,
-	}, rdb, store, upstream, log, reg)
+		Lease: cfg.BatchLease, StaleMaxAge: cfg.StaleMaxAge,
+	}, rdb, store, upstream, pg, log, reg)
 	consumer := &worker.Consumer{
 		RDB: rdb, Store: store, Name: cfg.InstanceID, Log: log,
-		ReclaimIdle: cfg.ReclaimIdle, Count: 100, Block: time.Second,
+		ReclaimIdle: cfg.ReclaimIdle, Count: 100, Block: time.Second, Due: flusher.Due,
 	}
 	persister := &worker.Persister{
 		RDB: rdb, DB: pg, Name: cfg.InstanceID, Log: log, Written: written,

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -20,7 +21,20 @@ import (
 const (
 	DueKey = "cp:batch:due"
 	SeqKey = "cp:batch:seq"
+	// WakeChannel carries "<due ms> <redis now ms>" whenever a batch comes due earlier than
+	// the fetchers' timers know: a new batch, a late request, a full batch.
+	WakeChannel = "cp:batch:wake"
+	// CooldownKey holds, while it exists, CoinGecko's last "wait before
+	// asking again": every fetcher honours it.
+	CooldownKey = "cp:upstream:cooldown"
+	// BudgetKey is the shared upstream budget's GCRA state.
+	BudgetKey = "cp:upstream:budget"
+	// LastPricePrefix starts the key of each coin's newest fetched price.
+	LastPricePrefix = "cp:price:last:"
 )
+
+// LastPriceKey is where the newest fetched price of coin in currency is kept.
+func LastPriceKey(coin, currency string) string { return LastPricePrefix + coin + ":" + currency }
 
 // ErrLeaseLost is returned by Complete when another fetcher took the batch.
 var ErrLeaseLost = errors.New("batch lease lost to another fetcher")
@@ -41,6 +55,13 @@ type Settings struct {
 	// Lead is how long before a client's deadline its batch is due at the
 	// latest, leaving time for the upstream call (default 1.5 s).
 	Lead time.Duration
+	// Budget paces upstream calls for every fetcher together.
+	Budget Budget
+	// SnapshotMaxAge lets a due batch be answered from its coin's newest
+	// price if that is younger (PRICE_MAX_AGE_MS); 0 turns it off.
+	SnapshotMaxAge time.Duration
+	// LastTTL is how long a coin's newest price is kept (default 24 h).
+	LastTTL time.Duration
 }
 
 // Validate reports settings that cannot work.
@@ -72,6 +93,12 @@ func NewStore(rdb *redis.Client, set Settings) (*Store, error) {
 	if set.Lead == 0 {
 		set.Lead = 1500 * time.Millisecond
 	}
+	if set.LastTTL == 0 {
+		set.LastTTL = 24 * time.Hour
+	}
+	if err := set.Budget.validate(); err != nil {
+		return nil, err
+	}
 	return &Store{rdb: rdb, set: set}, nil
 }
 
@@ -82,24 +109,43 @@ type Joined struct {
 	// Outcome is "queued", "duplicate" (another fetcher already took the
 	// entry) or "expired" (its client has given up).
 	Outcome string
+	// Due is when the batch comes due, if this request moved it (a new
+	// batch, a late client, the threshold reached); zero otherwise.
+	Due time.Time
+	// DueNow says the batch is due at once: the caller should claim now.
+	DueNow bool
 }
 
 // Enqueue adds the request read from stream entry entryID to its batch and
 // acknowledges the entry, atomically.
 func (s *Store) Enqueue(ctx context.Context, entryID string, r price.Request) (Joined, error) {
-	res, err := enqueue.Run(ctx, s.rdb, []string{price.StreamKey, DueKey, SeqKey},
+	interval, tolerance := s.set.Budget.gcra()
+	res, err := enqueue.Run(ctx, s.rdb, []string{price.StreamKey, DueKey, SeqKey, CooldownKey, BudgetKey},
 		price.Group, entryID, r.Coin, r.Currency, r.ID, r.ReplyTo, r.TimeoutMS,
-		s.set.Window.Milliseconds(), s.set.Threshold, s.set.KeyTTL.Milliseconds(), s.set.Lead.Milliseconds()).Slice()
+		s.set.Window.Milliseconds(), s.set.Threshold, s.set.KeyTTL.Milliseconds(), s.set.Lead.Milliseconds(),
+		interval, tolerance, s.set.SnapshotMaxAge.Milliseconds(), WakeChannel).Slice()
+	local := time.Now()
 	if err != nil {
 		return Joined{}, fmt.Errorf("enqueue %s: %w", entryID, err)
 	}
-	if len(res) != 3 {
+	if len(res) != 5 {
 		return Joined{}, fmt.Errorf("enqueue %s: unexpected reply %v", entryID, res)
 	}
 	id, _ := res[0].(string)
 	size, _ := res[1].(int64)
 	outcome, _ := res[2].(string)
-	return Joined{BatchID: id, Size: int(size), Outcome: outcome}, nil
+	due, _ := res[3].(int64)
+	now, _ := res[4].(int64)
+	j := Joined{BatchID: id, Size: int(size), Outcome: outcome}
+	if due > 0 {
+		// Redis time to the local clock: the script ran a moment ago, so
+		// "now" there is about local now here; only the difference counts.
+		j.Due, j.DueNow = local, true
+		if dueIn := time.Duration(due-now) * time.Millisecond; dueIn > 0 {
+			j.Due, j.DueNow = local.Add(dueIn), false
+		}
+	}
+	return j, nil
 }
 
 // Claimed is a batch leased to the caller.
@@ -116,25 +162,65 @@ type Claimed struct {
 	Deadline time.Time
 	// Age is how long ago its first request arrived.
 	Age time.Duration
+	// Source is price.SourceSnapshot when the batch is to be answered from
+	// Snapshot, else price.SourceUpstream.
+	Source   string
+	Snapshot Snapshot
 }
 
-// Claim leases up to max due batches to owner.
-func (s *Store) Claim(ctx context.Context, owner string, max int) ([]Claimed, error) {
-	res, err := claim.Run(ctx, s.rdb, []string{DueKey}, owner, s.set.Lease.Milliseconds(), max).Slice()
+// Snapshot is a coin's newest fetched price.
+type Snapshot struct {
+	Price     string
+	FetchedAt time.Time // Redis time of the fetch
+	BatchID   string
+}
+
+// Waiting is a due batch left waiting for an upstream slot.
+type Waiting struct {
+	ID       string
+	Deadline time.Time // its earliest client's, on the local clock
+}
+
+// Claim is the outcome of one claim round.
+type Claim struct {
+	Batches []Claimed
+	// Waiting are due batches that need an upstream slot not free yet;
+	// they keep taking requests until SlotAt.
+	Waiting []Waiting
+	// SlotAt is when the next upstream call may start (now if free).
+	SlotAt time.Time
+	// NextDue is when the earliest batch or lease in the due set comes
+	// due; zero when the set is empty.
+	NextDue time.Time
+}
+
+// Claim leases to owner the due batches one upstream call can carry (at
+// most max), spending one upstream slot if any of them needs a call.
+func (s *Store) Claim(ctx context.Context, owner string, max int) (Claim, error) {
+	interval, tolerance := s.set.Budget.gcra()
+	res, err := claim.Run(ctx, s.rdb, []string{DueKey, CooldownKey, BudgetKey}, owner, s.set.Lease.Milliseconds(), max,
+		interval, tolerance, s.set.SnapshotMaxAge.Milliseconds(), s.set.KeyTTL.Milliseconds()).Slice()
 	if err != nil {
-		return nil, fmt.Errorf("claim batches: %w", err)
+		return Claim{}, fmt.Errorf("claim batches: %w", err)
 	}
 	local := time.Now()
-	if len(res) != 2 {
-		return nil, fmt.Errorf("claim batches: unexpected reply %v", res)
+	if len(res) != 5 {
+		return Claim{}, fmt.Errorf("claim batches: unexpected reply %v", res)
 	}
 	now, _ := res[0].(int64)
+	at := func(ms int64) time.Time { return local.Add(time.Duration(ms-now) * time.Millisecond) }
 	rows, _ := res[1].([]any)
-	out := make([]Claimed, 0, len(rows))
+	next, _ := res[2].(int64)
+	slot, _ := res[3].(int64)
+	waiting, _ := res[4].([]any)
+	out := Claim{Batches: make([]Claimed, 0, len(rows)), SlotAt: at(slot)}
+	if next >= 0 {
+		out.NextDue = at(next)
+	}
 	for _, row := range rows {
 		f, ok := row.([]any)
-		if !ok || len(f) != 8 {
-			return nil, fmt.Errorf("claim batches: unexpected row %v", row)
+		if !ok || len(f) != 11 {
+			return Claim{}, fmt.Errorf("claim batches: unexpected row %v", row)
 		}
 		c := Claimed{}
 		c.ID, _ = f[0].(string)
@@ -145,12 +231,82 @@ func (s *Store) Claim(ctx context.Context, owner string, max int) ([]Claimed, er
 		attempt, _ := f[5].(int64)
 		deadline, _ := f[6].(int64)
 		created, _ := f[7].(int64)
+		c.Source, _ = f[8].(string)
+		c.Snapshot.Price, _ = f[9].(string)
+		if ms, _ := f[10].(int64); ms > 0 {
+			c.Snapshot.FetchedAt = time.UnixMilli(ms)
+		}
 		c.Size, c.Attempt = int(size), int(attempt)
-		c.Deadline = local.Add(time.Duration(deadline-now) * time.Millisecond)
+		c.Deadline = at(deadline)
 		c.Age = time.Duration(now-created) * time.Millisecond
-		out = append(out, c)
+		out.Batches = append(out.Batches, c)
+	}
+	for _, row := range waiting {
+		f, ok := row.([]any)
+		if !ok || len(f) != 2 {
+			return Claim{}, fmt.Errorf("claim batches: unexpected waiting row %v", row)
+		}
+		w := Waiting{}
+		w.ID, _ = f[0].(string)
+		deadline, _ := f[1].(int64)
+		w.Deadline = at(deadline)
+		out.Waiting = append(out.Waiting, w)
 	}
 	return out, nil
+}
+
+// Shed answers with payload the requests of waiting batch id whose clients
+// give up before cutoff, and returns how many it answered.
+func (s *Store) Shed(ctx context.Context, id string, cutoff time.Time, payload []byte) (int, error) {
+	now, err := s.Now(ctx)
+	if err != nil {
+		return 0, err
+	}
+	// cutoff is on the local clock; the script compares Redis times.
+	cut := now.Add(time.Until(cutoff)).UnixMilli()
+	n, err := shed.Run(ctx, s.rdb, []string{DueKey}, id, cut, payload,
+		s.set.ResultTTL.Milliseconds(), s.set.Keep.Milliseconds()).Int()
+	if err != nil {
+		return 0, fmt.Errorf("shed batch %s: %w", id, err)
+	}
+	return n, nil
+}
+
+// TakeSlot spends an upstream slot for a retry if one is free, and
+// otherwise returns how long until the next one.
+func (s *Store) TakeSlot(ctx context.Context) (wait time.Duration, err error) {
+	interval, tolerance := s.set.Budget.gcra()
+	ms, err := takeSlot.Run(ctx, s.rdb, []string{CooldownKey, BudgetKey}, interval, tolerance).Int64()
+	if err != nil {
+		return 0, fmt.Errorf("take upstream slot: %w", err)
+	}
+	return time.Duration(ms) * time.Millisecond, nil
+}
+
+// Cooldown makes every fetcher hold off the upstream for d (CoinGecko's
+// Retry-After).
+func (s *Store) Cooldown(ctx context.Context, d time.Duration) error {
+	if err := s.rdb.Set(ctx, CooldownKey, d.Milliseconds(), max(d, time.Millisecond)).Err(); err != nil {
+		return fmt.Errorf("set upstream cooldown: %w", err)
+	}
+	return nil
+}
+
+// LastPrice returns coin's newest fetched price in currency, or ok false.
+func (s *Store) LastPrice(ctx context.Context, coin, currency string) (snap Snapshot, ok bool, err error) {
+	v, err := s.rdb.HMGet(ctx, LastPriceKey(coin, currency), "price", "fetched_ms", "batch").Result()
+	if err != nil {
+		return Snapshot{}, false, fmt.Errorf("read last price: %w", err)
+	}
+	p, _ := v[0].(string)
+	msText, _ := v[1].(string)
+	ms, perr := strconv.ParseInt(msText, 10, 64)
+	if p == "" || perr != nil {
+		return Snapshot{}, false, nil
+	}
+	snap = Snapshot{Price: p, FetchedAt: time.UnixMilli(ms)}
+	snap.BatchID, _ = v[2].(string)
+	return snap, true, nil
 }
 
 // Renew extends owner's leases on ids and returns those it still holds.
@@ -179,11 +335,15 @@ const (
 )
 
 // Complete answers every request of batch id with payload and, when rec is
-// not nil, queues the price for Postgres in the same atomic step. It returns
+// not nil, queues the price for Postgres and keeps it as the coin's newest
+// price, in the same atomic step. It returns
 // how many requests were answered, or ErrLeaseLost.
 func (s *Store) Complete(ctx context.Context, owner, id string, payload []byte, rec *Record) (int, error) {
 	args := []any{owner, id, payload, s.set.ResultTTL.Milliseconds(), s.set.Keep.Milliseconds(), s.set.RecordsMaxLen}
-	if rec != nil {
+	if rec == nil {
+		args = append(args, "", 0, 0)
+	} else {
+		args = append(args, rec.Price, rec.FetchedAt.UnixMilli(), s.set.LastTTL.Milliseconds())
 		args = append(args, RecCoin, rec.Coin, RecCurrency, rec.Currency, RecPrice, rec.Price,
 			RecFetchedAt, rec.FetchedAt.UTC().Format(time.RFC3339Nano), RecBatchID, rec.BatchID)
 	}

@@ -47,7 +47,7 @@ func BenchmarkBatchLifecycle(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
-		claimed, err := s.Claim(ctx, "f", 10)
+		claimed, err := claimBatches(s, ctx, "f", 10)
 		if err != nil || len(claimed) != 1 {
 			b.Fatalf("claim: %v %v", claimed, err)
 		}

@@ -9,36 +9,82 @@ import "github.com/redis/go-redis/v9"
 //
 // Keys (all documented in the README):
 //   cp:batch:open:<coin>:<currency>  id of the batch still taking requests
-//   cp:batch:<id>                    hash: coin, currency, size, state, flush_reason, owner, attempt, times
+//   cp:batch:<id>                    hash: coin, currency, size, state, flush_reason, owner, attempt, source, times
 //   cp:batch:<id>:requests           list of "<requestId> <replyChannel> <deadlineMs>"
 //   cp:batch:due                     zset: batch id -> when it is due, or when its flusher's lease ends
 //   cp:batch:seq                     counter for batch ids (<coin>:<currency>:<ms>-<n>)
+//   cp:batch:wake                    channel: "<due ms> <now ms>" when a batch comes due earlier than fetchers knew
+//   cp:upstream:budget               GCRA theoretical arrival time (ms) of the next upstream call
+//   cp:upstream:cooldown             set while CoinGecko asked us to wait (429)
+//   cp:price:last:<coin>:<currency>  hash: price, fetched_ms, batch of the newest fetched price
 
 const luaNow = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 `
 
+// luaSlot computes when the next upstream call may start: after CoinGecko's
+// cooldown, and when the shared budget (GCRA: one call per interval, with a
+// burst of tolerance/interval + 1) allows it. take_slot spends the slot.
+// Both need the cooldown and budget keys and the interval and tolerance ms;
+// an interval of 0 means no budget.
+const luaSlot = `
+local function slot_at(cooldown_key, budget_key, interval, tolerance)
+  local at = now
+  local cool = redis.call('PTTL', cooldown_key)
+  if cool > 0 then at = now + cool end
+  if interval > 0 then
+    local tat = tonumber(redis.call('GET', budget_key) or '0')
+    if tat - tolerance > at then at = tat - tolerance end
+  end
+  return at
+end
+local function take_slot(budget_key, interval)
+  if interval > 0 then
+    local tat = tonumber(redis.call('GET', budget_key) or '0')
+    if tat < now then tat = now end
+    redis.call('SET', budget_key, tat + interval, 'PX', tat + interval - now + 60000)
+  end
+end
+local function fresh_snapshot(coin, cur, max_age)
+  if max_age <= 0 then return nil end
+  local last = redis.call('HMGET', 'cp:price:last:' .. coin .. ':' .. cur, 'price', 'fetched_ms')
+  if last[1] and now - tonumber(last[2]) < max_age then return last end
+  return nil
+end
+`
+
 // enqueue adds one stream entry to its coin's open batch and acknowledges the
 // entry in the same step, so an entry is either still pending (and will be
 // reclaimed) or in exactly one batch.
-// KEYS: stream, due zset, seq. ARGV: group, entry id, coin, currency,
-// request id, reply channel, timeout ms, window ms, threshold, key ttl ms,
-// lead ms. A batch is due at the end of its window, or earlier when one of
-// its clients would otherwise give up first: lead ms before that client's
-// deadline (a request reclaimed from a dead fetcher arrives late).
-var enqueue = redis.NewScript(luaNow + `
+//
+// A batch is due at the end of its window, or earlier when one of its
+// clients would otherwise give up first: lead ms before that client's
+// deadline (a request reclaimed from a dead fetcher arrives late). It is due
+// at once when it reaches the threshold; it then stops taking requests only
+// if it can be answered now (an upstream slot is free, or a fresh snapshot
+// exists), so that while the budget is spent one batch per coin gathers
+// every waiting request and one call answers them all.
+//
+// KEYS: stream, due zset, seq, cooldown, budget. ARGV: group, entry id, coin,
+// currency, request id, reply channel, timeout ms, window ms, threshold, key
+// ttl ms, lead ms, interval ms, tolerance ms, snapshot max age ms, wake
+// channel. Returns {batch id, size, outcome, due ms, now}; due ms is 0 when
+// the batch's due time did not move.
+var enqueue = redis.NewScript(luaNow + luaSlot + `
 local window, threshold, ttl, lead = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
+local interval, tolerance, max_age = tonumber(ARGV[12]), tonumber(ARGV[13]), tonumber(ARGV[14])
 if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then
-  return {'', 0, 'duplicate'}
+  return {'', 0, 'duplicate', 0, now}
 end
 local deadline = tonumber(string.match(ARGV[2], '^(%d+)')) + tonumber(ARGV[7])
 if deadline <= now then
-  return {'', 0, 'expired'}
+  return {'', 0, 'expired', 0, now}
 end
 local coin, cur = ARGV[3], ARGV[4]
 local openKey = 'cp:batch:open:' .. coin .. ':' .. cur
 local id = redis.call('GET', openKey)
+local moved = 0
 if not id then
   -- The Redis time makes ids unique across Redis lifetimes: after a restart
   -- without data the counter starts again, and Postgres already holds rows
@@ -47,8 +93,11 @@ if not id then
   redis.call('HSET', 'cp:batch:' .. id, 'id', id, 'coin', coin, 'currency', cur, 'created_ms', now,
     'due_ms', now + window, 'size', 0, 'state', 'open', 'deadline_ms', deadline, 'attempt', 0)
   redis.call('PEXPIRE', 'cp:batch:' .. id, ttl)
-  redis.call('SET', openKey, id, 'PX', window)
+  -- Closed by the claim (or at the threshold), not by expiry: a due batch
+  -- waiting for an upstream slot keeps taking requests.
+  redis.call('SET', openKey, id, 'PX', ttl)
   redis.call('ZADD', KEYS[2], now + window, id)
+  moved = now + window
 end
 local bkey = 'cp:batch:' .. id
 redis.call('RPUSH', bkey .. ':requests', ARGV[5] .. ' ' .. ARGV[6] .. ' ' .. deadline)
@@ -61,45 +110,132 @@ local latest = math.max(now, deadline - lead)
 if size < threshold and latest < tonumber(redis.call('HGET', bkey, 'due_ms')) then
   redis.call('HSET', bkey, 'due_ms', latest)
   redis.call('ZADD', KEYS[2], latest, id)
+  moved = latest
 end
-if size >= threshold then
-  redis.call('DEL', openKey)
+if size >= threshold and redis.call('HGET', bkey, 'state') ~= 'full' then
   redis.call('HSET', bkey, 'state', 'full', 'flush_reason', 'threshold', 'due_ms', now)
   redis.call('ZADD', KEYS[2], now, id)
+  moved = now
+  if slot_at(KEYS[4], KEYS[5], interval, tolerance) <= now or fresh_snapshot(coin, cur, max_age) then
+    redis.call('DEL', openKey)
+  end
 end
-return {id, size, 'queued'}
+if moved > 0 then
+  redis.call('PUBLISH', ARGV[15], moved .. ' ' .. now)
+end
+return {id, size, 'queued', moved, now}
 `)
 
-// claim takes the batches that are due, or whose flusher's lease ran out,
-// and leases them to the caller. A window flush closes the batch to new
-// requests here; a threshold flush closed it when it filled.
-// KEYS: due zset. ARGV: owner, lease ms, max batches.
-// Returns {now, {id, coin, currency, size, reason, attempt, deadline_ms, created_ms}...}.
-var claim = redis.NewScript(luaNow + `
+// claim leases the due batches (and those whose flusher's lease ran out) to
+// the caller, as many as one upstream call can carry. A batch whose coin has
+// a fresh snapshot is claimed to be answered from it; every other batch
+// needs an upstream slot, and the slot is spent here, atomically with the
+// claim, so fetchers never spend the budget on calls nobody makes. Batches
+// that must wait for a slot stay due and keep taking requests.
+//
+// KEYS: due zset, cooldown, budget. ARGV: owner, lease ms, max batches,
+// interval ms, tolerance ms, snapshot max age ms, key ttl ms.
+// Returns {now, claimed, next due ms or -1, slot ms, waiting} where claimed
+// rows are {id, coin, currency, size, reason, attempt, deadline_ms,
+// created_ms, source, snapshot price, snapshot fetched ms} and waiting rows
+// {id, deadline_ms}.
+var claim = redis.NewScript(luaNow + luaSlot + `
 local lease, max = tonumber(ARGV[2]), tonumber(ARGV[3])
+local interval, tolerance, max_age, ttl = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, max)
-local out = {}
+local slot = slot_at(KEYS[2], KEYS[3], interval, tolerance)
+local out, waiting, spent = {}, {}, false
 for _, id in ipairs(ids) do
   local bkey = 'cp:batch:' .. id
   local b = redis.call('HMGET', bkey, 'coin', 'currency', 'size', 'state', 'flush_reason', 'deadline_ms', 'created_ms')
   if not b[1] or b[4] == 'done' then
     redis.call('ZREM', KEYS[1], id)
   else
-    local reason = b[5]
-    if b[4] == 'open' then
-      local openKey = 'cp:batch:open:' .. b[1] .. ':' .. b[2]
+    local openKey = 'cp:batch:open:' .. b[1] .. ':' .. b[2]
+    local snap = fresh_snapshot(b[1], b[2], max_age)
+    if snap or slot <= now then
       if redis.call('GET', openKey) == id then
         redis.call('DEL', openKey)
       end
-      reason = 'window'
+      local reason = b[5]
+      if b[4] == 'open' then reason = 'window' end
+      local source = 'coingecko'
+      if snap then source = 'snapshot' else spent = true end
+      local attempt = redis.call('HINCRBY', bkey, 'attempt', 1)
+      redis.call('HSET', bkey, 'state', 'flushing', 'flush_reason', reason, 'owner', ARGV[1], 'claimed_ms', now, 'source', source)
+      redis.call('ZADD', KEYS[1], now + lease, id)
+      table.insert(out, {id, b[1], b[2], tonumber(b[3]), reason, attempt, tonumber(b[6]), tonumber(b[7]),
+        source, snap and snap[1] or '', snap and tonumber(snap[2]) or 0})
+    else
+      -- Waiting for a slot: a full batch that closed at its threshold opens
+      -- again, so new requests for the coin join it instead of queueing
+      -- behind it.
+      if b[4] ~= 'flushing' and not redis.call('GET', openKey) then
+        redis.call('SET', openKey, id, 'PX', ttl)
+      end
+      table.insert(waiting, {id, tonumber(b[6])})
     end
-    local attempt = redis.call('HINCRBY', bkey, 'attempt', 1)
-    redis.call('HSET', bkey, 'state', 'flushing', 'flush_reason', reason, 'owner', ARGV[1], 'claimed_ms', now)
-    redis.call('ZADD', KEYS[1], now + lease, id)
-    table.insert(out, {id, b[1], b[2], tonumber(b[3]), reason, attempt, tonumber(b[6]), tonumber(b[7])})
   end
 end
-return {now, out}
+if spent then
+  take_slot(KEYS[3], interval)
+end
+local nxt = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+local next_due = -1
+if nxt[2] then next_due = tonumber(nxt[2]) end
+return {now, out, next_due, slot, waiting}
+`)
+
+// shed answers, with the given payload, the requests of a waiting batch
+// whose deadline comes before cutoff ms: they cannot wait for the next
+// upstream slot. The rest keep waiting. A batch left empty is done.
+// KEYS: due zset. ARGV: batch id, cutoff ms, payload, result ttl ms, keep ms.
+// Returns the number of requests answered.
+var shed = redis.NewScript(luaNow + `
+local id, cutoff = ARGV[1], tonumber(ARGV[2])
+local bkey = 'cp:batch:' .. id
+local b = redis.call('HMGET', bkey, 'coin', 'currency', 'state')
+if not b[1] or b[3] == 'done' or b[3] == 'flushing' then
+  return 0
+end
+local reqs = redis.call('LRANGE', bkey .. ':requests', 0, -1)
+local kept, n, earliest = {}, 0, nil
+for _, r in ipairs(reqs) do
+  local rid, channel, dl = string.match(r, '^(%S+) (%S+) (%d+)')
+  if rid and tonumber(dl) < cutoff then
+    redis.call('SET', 'cp:price:result:' .. rid, ARGV[3], 'PX', tonumber(ARGV[4]))
+    redis.call('PUBLISH', channel, ARGV[3])
+    n = n + 1
+  else
+    table.insert(kept, r)
+    if dl and (not earliest or tonumber(dl) < earliest) then earliest = tonumber(dl) end
+  end
+end
+if n == 0 then return 0 end
+redis.call('DEL', bkey .. ':requests')
+if #kept == 0 then
+  local openKey = 'cp:batch:open:' .. b[1] .. ':' .. b[2]
+  if redis.call('GET', openKey) == id then redis.call('DEL', openKey) end
+  redis.call('HSET', bkey, 'state', 'done', 'done_ms', now, 'size', 0)
+  redis.call('ZREM', KEYS[1], id)
+  redis.call('PEXPIRE', bkey, tonumber(ARGV[5]))
+else
+  redis.call('RPUSH', bkey .. ':requests', unpack(kept))
+  redis.call('PEXPIRE', bkey .. ':requests', tonumber(ARGV[5]) + 600000)
+  redis.call('HSET', bkey, 'size', #kept, 'deadline_ms', earliest)
+end
+return n
+`)
+
+// takeSlot spends an upstream slot for a retry if one is free now, and
+// otherwise says how long until the next. KEYS: cooldown, budget. ARGV:
+// interval ms, tolerance ms. Returns 0 (taken) or the wait in ms.
+var takeSlot = redis.NewScript(luaNow + luaSlot + `
+local interval, tolerance = tonumber(ARGV[1]), tonumber(ARGV[2])
+local at = slot_at(KEYS[1], KEYS[2], interval, tolerance)
+if at > now then return at - now end
+take_slot(KEYS[2], interval)
+return 0
 `)
 
 // renew extends the caller's leases; it returns the ids still the caller's.
@@ -120,14 +256,18 @@ return kept
 // complete answers every request of a batch the caller still owns: the same
 // payload is kept under each request's result key (for a listener that
 // missed the publish) and published on its reply channel. A fetched price is
-// also queued on the records stream for Postgres. A caller that lost its
-// lease to another fetcher answers nothing, so no request is answered twice.
+// also queued on the records stream for Postgres and kept as the coin's
+// newest price (the snapshot, and the stale fallback), unless a newer one is
+// there already. A caller that lost its lease to another fetcher answers
+// nothing, so no request is answered twice.
 // KEYS: due zset, records stream. ARGV: owner, batch id, payload, result ttl
-// ms, keep ms, records maxlen, then record fields (field, value, ...) or none.
+// ms, keep ms, records maxlen, price (” for none), fetched ms, last-price
+// ttl ms, then record fields (field, value, ...) or none.
 // Returns the number of requests answered, or -1 when the lease was lost.
 var complete = redis.NewScript(luaNow + `
 local bkey = 'cp:batch:' .. ARGV[2]
-if redis.call('HGET', bkey, 'owner') ~= ARGV[1] or redis.call('HGET', bkey, 'state') ~= 'flushing' then
+local b = redis.call('HMGET', bkey, 'owner', 'state', 'coin', 'currency')
+if b[1] ~= ARGV[1] or b[2] ~= 'flushing' then
   return -1
 end
 local reqs = redis.call('LRANGE', bkey .. ':requests', 0, -1)
@@ -138,13 +278,21 @@ for _, r in ipairs(reqs) do
     redis.call('PUBLISH', channel, ARGV[3])
   end
 end
-redis.call('HSET', bkey, 'state', 'done', 'done_ms', now)
+redis.call('HSET', bkey, 'state', 'done', 'done_ms', now, 'size', #reqs)
 redis.call('ZREM', KEYS[1], ARGV[2])
 redis.call('PEXPIRE', bkey, tonumber(ARGV[5]))
 redis.call('PEXPIRE', bkey .. ':requests', tonumber(ARGV[5]))
-if #ARGV > 6 then
+if ARGV[7] ~= '' then
+  local lkey = 'cp:price:last:' .. b[3] .. ':' .. b[4]
+  local have = tonumber(redis.call('HGET', lkey, 'fetched_ms') or '0')
+  if tonumber(ARGV[8]) >= have then
+    redis.call('HSET', lkey, 'price', ARGV[7], 'fetched_ms', ARGV[8], 'batch', ARGV[2])
+    redis.call('PEXPIRE', lkey, tonumber(ARGV[9]))
+  end
+end
+if #ARGV > 9 then
   local fields = {}
-  for i = 7, #ARGV do table.insert(fields, ARGV[i]) end
+  for i = 10, #ARGV do table.insert(fields, ARGV[i]) end
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', unpack(fields))
 end
 return #reqs

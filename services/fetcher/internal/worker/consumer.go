@@ -29,6 +29,9 @@ type Consumer struct {
 	ReclaimIdle time.Duration
 	Count       int64
 	Block       time.Duration
+	// Due, if set, hears when a request made its batch due sooner (a new
+	// batch, a full one): the flusher's wake-up.
+	Due func(at time.Time)
 }
 
 // EnsureGroup creates the stream and group if missing. It starts the group at
@@ -159,6 +162,9 @@ func (c *Consumer) handle(ctx context.Context, m redis.XMessage) {
 		// Left pending: reclaim picks it up again after ReclaimIdle.
 		c.Log.Warn("batching a request failed", zap.String("entry", m.ID), zap.Error(err))
 		return
+	}
+	if c.Due != nil && !j.Due.IsZero() {
+		c.Due(j.Due)
 	}
 	c.Log.Debug("request batched", zap.String("entry", m.ID), zap.String("requestId", req.ID),
 		zap.String("batch", j.BatchID), zap.Int("size", j.Size), zap.String("outcome", j.Outcome))

@@ -24,13 +24,41 @@ import (
 // rig runs two fetchers' loops in-process (so the race detector sees them)
 // against real Redis, real Postgres and the simulator.
 type rig struct {
-	rdb *redis.Client
-	sim *cgsim.Server
-	db  *pricedb.Store
+	rdb   *redis.Client
+	sim   *cgsim.Server
+	db    *pricedb.Store
+	store *batch.Store
+}
+
+// rigOptions shape a rig; zero values are the defaults of startRig.
+type rigOptions struct {
+	fetchers    int
+	window      time.Duration
+	budget      batch.Budget
+	priceMaxAge time.Duration
+	staleMaxAge time.Duration
+	attempts    int
+	timeout     time.Duration // the upstream call's
+	lease       time.Duration
 }
 
 func startRig(t *testing.T, fetchers int, window time.Duration) *rig {
 	t.Helper()
+	return startRigWith(t, rigOptions{fetchers: fetchers, window: window, budget: batch.Budget{PerMinute: 1000, Burst: 100}})
+}
+
+func startRigWith(t *testing.T, o rigOptions) *rig {
+	t.Helper()
+	if o.attempts == 0 {
+		o.attempts = 2
+	}
+	if o.timeout == 0 {
+		o.timeout = time.Second
+	}
+	if o.lease == 0 {
+		o.lease = 600 * time.Millisecond
+	}
+	fetchers, window := o.fetchers, o.window
 	rdb := testkit.StartRedis(t).Client(t)
 	db, err := pricedb.Open(testkit.StartPostgres(t).NewDatabase(t), 4)
 	if err != nil {
@@ -44,8 +72,9 @@ func startRig(t *testing.T, fetchers int, window time.Duration) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	store, err := batch.NewStore(rdb, batch.Settings{Window: window, Threshold: 3, Lease: 600 * time.Millisecond,
-		KeyTTL: time.Minute, Keep: time.Minute, ResultTTL: time.Minute, RecordsMaxLen: 1000})
+	store, err := batch.NewStore(rdb, batch.Settings{Window: window, Threshold: 3, Lease: o.lease,
+		KeyTTL: time.Minute, Keep: time.Minute, ResultTTL: time.Minute, RecordsMaxLen: 1000,
+		Budget: o.budget, SnapshotMaxAge: o.priceMaxAge})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,10 +87,12 @@ func startRig(t *testing.T, fetchers int, window time.Duration) *rig {
 	for i := range fetchers {
 		name := fmt.Sprint("fetcher-", i)
 		log := zap.NewNop()
-		f := NewFlusher(FlusherConfig{Name: name, Poll: 20 * time.Millisecond, MaxBatches: 50, Concurrency: 2,
-			CallTimeout: time.Second, MaxAttempts: 2, Margin: 100 * time.Millisecond, Lease: 600 * time.Millisecond, BudgetPerMin: 1000},
-			rdb, store, up, log, prometheus.NewRegistry())
-		c := &Consumer{RDB: rdb, Store: store, Name: name, Log: log, ReclaimIdle: time.Second, Count: 10, Block: 200 * time.Millisecond}
+		// A safety poll far longer than any test's wait: batches must be
+		// flushed by their wake-ups, not found by polling.
+		f := NewFlusher(FlusherConfig{Name: name, SafetyPoll: time.Minute, MaxBatches: 50, Concurrency: 2,
+			CallTimeout: o.timeout, MaxAttempts: o.attempts, Margin: 100 * time.Millisecond, Lease: o.lease, StaleMaxAge: o.staleMaxAge},
+			rdb, store, up, pg, log, prometheus.NewRegistry())
+		c := &Consumer{RDB: rdb, Store: store, Name: name, Log: log, ReclaimIdle: time.Second, Count: 10, Block: 200 * time.Millisecond, Due: f.Due}
 		p := &Persister{RDB: rdb, DB: pg, Name: name, Log: log, Migrate: func(ctx context.Context) error { return pricedb.Migrate(ctx, db) }}
 		wg.Add(3)
 		go func() { defer wg.Done(); f.Run(ctx) }()
@@ -69,7 +100,7 @@ func startRig(t *testing.T, fetchers int, window time.Duration) *rig {
 		go func() { defer wg.Done(); p.Run(ctx) }()
 	}
 	t.Cleanup(func() { cancel(); wg.Wait() })
-	return &rig{rdb: rdb, sim: sim, db: pg}
+	return &rig{rdb: rdb, sim: sim, db: pg, store: store}
 }
 
 // ask publishes requests as gateways do and collects their replies.
