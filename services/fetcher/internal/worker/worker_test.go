@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http/httptest"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -28,6 +29,7 @@ type rig struct {
 	sim   *cgsim.Server
 	db    *pricedb.Store
 	store *batch.Store
+	seq   atomic.Int64 // request ids stay unique across asks
 }
 
 // rigOptions shape a rig; zero values are the defaults of startRig.
@@ -73,7 +75,7 @@ func startRigWith(t *testing.T, o rigOptions) *rig {
 		t.Fatal(err)
 	}
 	store, err := batch.NewStore(rdb, batch.Settings{Window: window, Threshold: 3, Lease: o.lease,
-		KeyTTL: time.Minute, Keep: time.Minute, ResultTTL: time.Minute, RecordsMaxLen: 1000,
+		KeyTTL: window + time.Minute, Keep: time.Minute, ResultTTL: time.Minute, RecordsMaxLen: 1000,
 		Budget: o.budget, SnapshotMaxAge: o.priceMaxAge})
 	if err != nil {
 		t.Fatal(err)
@@ -117,20 +119,27 @@ func (r *rig) ask(t *testing.T, coins ...string) []price.Reply {
 func (r *rig) askWithin(t *testing.T, coins []string, timeoutMS []int64) []price.Reply {
 	t.Helper()
 	ctx := context.Background()
-	ps := r.rdb.PSubscribe(ctx, price.ReplyPattern("gw"))
+	// A gateway name of its own: concurrent asks must not read each
+	// other's replies.
+	gw := fmt.Sprint("gw", r.seq.Add(1))
+	ps := r.rdb.PSubscribe(ctx, price.ReplyPattern(gw))
 	defer ps.Close()
 	if _, err := ps.Receive(ctx); err != nil {
 		t.Fatal(err)
 	}
 	for i, coin := range coins {
-		req := price.Request{ID: fmt.Sprint("req-", i), Coin: coin, Currency: "usd", TimeoutMS: timeoutMS[i], Gateway: "gw"}
-		req.ReplyTo = price.ReplyChannel("gw", req.ID)
+		req := price.Request{ID: fmt.Sprint("req-", i), Coin: coin, Currency: "usd", TimeoutMS: timeoutMS[i], Gateway: gw}
+		req.ReplyTo = price.ReplyChannel(gw, req.ID)
 		if err := r.rdb.XAdd(ctx, &redis.XAddArgs{Stream: price.StreamKey, Values: req.Values()}).Err(); err != nil {
 			t.Fatal(err)
 		}
 	}
 	out := make([]price.Reply, 0, len(coins))
-	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	longest := int64(0)
+	for _, ms := range timeoutMS {
+		longest = max(longest, ms)
+	}
+	rctx, cancel := context.WithTimeout(ctx, time.Duration(longest)*time.Millisecond+time.Second)
 	defer cancel()
 	for range coins {
 		m, err := ps.ReceiveMessage(rctx)
