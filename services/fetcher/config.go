@@ -32,6 +32,7 @@ type Config struct {
 	ReclaimIdle     time.Duration
 	ResultTTL       time.Duration
 	PriceMaxAge     time.Duration
+	Coalesce        time.Duration
 	StaleMaxAge     time.Duration
 }
 
@@ -65,6 +66,7 @@ func loadConfig(getenv config.Getenv) (Config, error) {
 		ReclaimIdle:     r.Millis("STREAM_RECLAIM_IDLE_MS", 3*time.Second, 100*time.Millisecond, time.Hour),
 		ResultTTL:       r.Millis("RESULT_TTL_MS", time.Minute, time.Second, time.Hour),
 		PriceMaxAge:     r.Millis("PRICE_MAX_AGE_MS", 0, 0, 24*time.Hour),
+		Coalesce:        r.Millis("BATCH_COALESCE_MS", 100*time.Millisecond, 0, 10*time.Second),
 		StaleMaxAge:     r.Millis("STALE_MAX_AGE_MS", 0, 0, 7*24*time.Hour),
 	}
 	if c.CoinGeckoRateLimit > 0 && c.CoinGeckoBurst > c.CoinGeckoRateLimit {

@@ -53,7 +53,7 @@ func run(ctx context.Context, getenv config.Getenv, stdout io.Writer, ready chan
 		Window: cfg.BatchWindow, Threshold: cfg.BatchThreshold, Lease: cfg.BatchLease,
 		KeyTTL: cfg.BatchWindow + 10*time.Minute, Keep: 10 * time.Minute, ResultTTL: cfg.ResultTTL, RecordsMaxLen: 1_000_000,
 		Budget:         batch.Budget{PerMinute: cfg.CoinGeckoRateLimit, Burst: cfg.CoinGeckoBurst},
-		SnapshotMaxAge: cfg.PriceMaxAge,
+		SnapshotMaxAge: cfg.PriceMaxAge, Coalesce: cfg.Coalesce,
 	})
 	if err != nil {
 		return err

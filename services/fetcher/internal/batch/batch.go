@@ -62,6 +62,9 @@ type Settings struct {
 	SnapshotMaxAge time.Duration
 	// LastTTL is how long a coin's newest price is kept (default 24 h).
 	LastTTL time.Duration
+	// Coalesce is how far ahead an upstream call looks for batches whose
+	// window is about to end, to carry them too (BATCH_COALESCE_MS).
+	Coalesce time.Duration
 }
 
 // Validate reports settings that cannot work.
@@ -199,7 +202,7 @@ type Claim struct {
 func (s *Store) Claim(ctx context.Context, owner string, max int) (Claim, error) {
 	interval, tolerance := s.set.Budget.gcra()
 	res, err := claim.Run(ctx, s.rdb, []string{DueKey, CooldownKey, BudgetKey}, owner, s.set.Lease.Milliseconds(), max,
-		interval, tolerance, s.set.SnapshotMaxAge.Milliseconds(), s.set.KeyTTL.Milliseconds()).Slice()
+		interval, tolerance, s.set.SnapshotMaxAge.Milliseconds(), s.set.KeyTTL.Milliseconds(), s.set.Coalesce.Milliseconds()).Slice()
 	if err != nil {
 		return Claim{}, fmt.Errorf("claim batches: %w", err)
 	}

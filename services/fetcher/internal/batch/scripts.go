@@ -134,7 +134,7 @@ return {id, size, 'queued', moved, now}
 // that must wait for a slot stay due and keep taking requests.
 //
 // KEYS: due zset, cooldown, budget. ARGV: owner, lease ms, max batches,
-// interval ms, tolerance ms, snapshot max age ms, key ttl ms.
+// interval ms, tolerance ms, snapshot max age ms, key ttl ms, horizon ms.
 // Returns {now, claimed, next due ms or -1, slot ms, waiting} where claimed
 // rows are {id, coin, currency, size, reason, attempt, deadline_ms,
 // created_ms, source, snapshot price, snapshot fetched ms} and waiting rows
@@ -142,14 +142,23 @@ return {id, size, 'queued', moved, now}
 var claim = redis.NewScript(luaNow + luaSlot + `
 local lease, max = tonumber(ARGV[2]), tonumber(ARGV[3])
 local interval, tolerance, max_age, ttl = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, max)
+local horizon = tonumber(ARGV[8])
+-- Once something is due, the call also carries the batches whose window
+-- ends within the horizon: one call instead of several a few ms apart.
+local ids = {}
+if #redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 1) > 0 then
+  ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now + horizon, 'WITHSCORES', 'LIMIT', 0, max)
+end
 local slot = slot_at(KEYS[2], KEYS[3], interval, tolerance)
 local out, waiting, spent = {}, {}, false
-for _, id in ipairs(ids) do
+for i = 1, #ids, 2 do
+  local id, score = ids[i], tonumber(ids[i + 1])
   local bkey = 'cp:batch:' .. id
   local b = redis.call('HMGET', bkey, 'coin', 'currency', 'size', 'state', 'flush_reason', 'deadline_ms', 'created_ms')
   if not b[1] or b[4] == 'done' then
     redis.call('ZREM', KEYS[1], id)
+  elseif score > now and (b[4] == 'flushing' or slot > now) then
+    -- A live lease, or an early batch that would only wait: not yet.
   else
     local openKey = 'cp:batch:open:' .. b[1] .. ':' .. b[2]
     local snap = fresh_snapshot(b[1], b[2], max_age)
