@@ -255,6 +255,12 @@ func TestRedisRestartedEmptyRecoversWithoutRestarts(t *testing.T) {
 	if a := getJSON(s.URL, "/v1/price/bitcoin", tok); a.Status != http.StatusOK {
 		t.Fatalf("before restart: %d %s", a.Status, a.Raw)
 	}
+	// The first price must be in Postgres before Redis loses everything:
+	// a record still queued in an empty-restarted Redis is gone.
+	eventually(t, 10*time.Second, "1 row in history", func() bool {
+		h := getJSON(s.URL, "/v1/price/bitcoin/history", tok)
+		return h.Status == http.StatusOK && h.Body["totalItems"] == float64(1)
+	})
 	s.Redis.Stop(t)
 	if a := getJSON(s.URL, "/v1/price/bitcoin", tok); a.Status != http.StatusServiceUnavailable || a.Took > time.Second {
 		t.Errorf("Redis down: status %d after %s (%s), want 503 within 1 s", a.Status, a.Took, a.Raw)
