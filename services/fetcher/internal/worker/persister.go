@@ -49,10 +49,17 @@ func (p *Persister) Run(ctx context.Context) {
 	}
 	backoff := 250 * time.Millisecond
 	lastReclaim := time.Time{}
+	// An idle persister costs one blocking read a second: the group is made
+	// again only when Redis says it is missing, and our own pending entries
+	// are read again only after a failed write (or at start).
+	ensure, ownPending := true, true
 	for ctx.Err() == nil {
-		if err := EnsureGroup(ctx, p.RDB, price.RecordsStream, price.RecordsGroup); err != nil {
-			sleep(ctx, backoff)
-			continue
+		if ensure {
+			if err := EnsureGroup(ctx, p.RDB, price.RecordsStream, price.RecordsGroup); err != nil {
+				sleep(ctx, backoff)
+				continue
+			}
+			ensure = false
 		}
 		if time.Since(lastReclaim) > 10*time.Second {
 			lastReclaim = time.Now()
@@ -62,11 +69,19 @@ func (p *Persister) Run(ctx context.Context) {
 			}).Result()
 		}
 		// Our own unacknowledged entries first (a failed insert), then new ones.
-		msgs, err := p.read(ctx, "0", 0)
+		var msgs []redis.XMessage
+		var err error
+		if ownPending {
+			msgs, err = p.read(ctx, "0", 0)
+			ownPending = err != nil || len(msgs) > 0
+		}
 		if err == nil && len(msgs) == 0 {
 			msgs, err = p.read(ctx, ">", time.Second)
 		}
 		if err != nil {
+			if isNoGroup(err) {
+				ensure = true
+			}
 			if ctx.Err() == nil && !errors.Is(err, redis.Nil) {
 				p.Log.Warn("reading price records failed", zap.Error(err))
 				sleep(ctx, backoff)
@@ -77,6 +92,7 @@ func (p *Persister) Run(ctx context.Context) {
 			continue
 		}
 		if err := p.write(ctx, msgs); err != nil {
+			ownPending = true
 			p.Log.Warn("writing price records failed; they stay queued in Redis", zap.Int("records", len(msgs)), zap.Error(err))
 			sleep(ctx, time.Second)
 		}
