@@ -8,6 +8,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"net/url"
 	"os"
@@ -263,4 +264,24 @@ func dotEnvValue(v string) string {
 		}
 	}
 	return v
+}
+
+// LoopbackAddr reads an optional host:port that must be on a loopback
+// address (a debug listener such as PPROF_ADDR must not be reachable from
+// outside); empty means off.
+func (r *Reader) LoopbackAddr(key string) string {
+	addr := r.String(key, "")
+	if addr == "" {
+		return ""
+	}
+	host, _, err := net.SplitHostPort(addr)
+	ok := err == nil && host == "localhost"
+	if ip, perr := netip.ParseAddr(host); err == nil && perr == nil && ip.IsLoopback() {
+		ok = true
+	}
+	if !ok {
+		r.fail(key, "must be a loopback host:port such as 127.0.0.1:6060 (profiles must not be reachable from outside), got %q", addr)
+		return ""
+	}
+	return addr
 }

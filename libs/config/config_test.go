@@ -87,3 +87,17 @@ func TestDotEnvValue(t *testing.T) {
 		}
 	}
 }
+
+func TestLoopbackAddr(t *testing.T) {
+	for addr, ok := range map[string]bool{"": true, "127.0.0.1:6060": true, "[::1]:6060": true, "localhost:6060": true,
+		"0.0.0.0:6060": false, "10.0.0.1:6060": false, "6060": false} {
+		r := NewReader(func(k string) string { return map[string]string{"PPROF_ADDR": addr}[k] })
+		got := r.LoopbackAddr("PPROF_ADDR")
+		if err := r.Err(); (err == nil) != ok || (err != nil && !strings.Contains(err.Error(), "PPROF_ADDR")) {
+			t.Errorf("%q: err %v, want ok=%v", addr, err, ok)
+		}
+		if ok && got != addr {
+			t.Errorf("%q: got %q", addr, got)
+		}
+	}
+}

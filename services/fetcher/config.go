@@ -34,6 +34,8 @@ type Config struct {
 	PriceMaxAge     time.Duration
 	Coalesce        time.Duration
 	StaleMaxAge     time.Duration
+	// PprofAddr, when set, is a loopback address serving net/http/pprof.
+	PprofAddr string
 }
 
 func loadConfig(getenv config.Getenv) (Config, error) {
@@ -68,6 +70,7 @@ func loadConfig(getenv config.Getenv) (Config, error) {
 		PriceMaxAge:     r.Millis("PRICE_MAX_AGE_MS", 0, 0, 24*time.Hour),
 		Coalesce:        r.Millis("BATCH_COALESCE_MS", 100*time.Millisecond, 0, 10*time.Second),
 		StaleMaxAge:     r.Millis("STALE_MAX_AGE_MS", 0, 0, 7*24*time.Hour),
+		PprofAddr:       r.LoopbackAddr("PPROF_ADDR"),
 	}
 	if c.CoinGeckoRateLimit > 0 && c.CoinGeckoBurst > c.CoinGeckoRateLimit {
 		r.Fail("COINGECKO_BURST", "%d is more than COINGECKO_RATE_LIMIT (%d)", c.CoinGeckoBurst, c.CoinGeckoRateLimit)

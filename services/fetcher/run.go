@@ -102,6 +102,16 @@ func run(ctx context.Context, getenv config.Getenv, stdout io.Writer, ready chan
 		log.Info("work drained")
 	}()
 
+	if cfg.PprofAddr != "" {
+		work.Add(1)
+		go func() {
+			defer work.Done()
+			if err := web.ServePprof(workCtx, cfg.PprofAddr, log); err != nil {
+				log.Error("pprof listener failed", zap.Error(err))
+			}
+		}()
+	}
+
 	app := web.New(web.Options{Service: "fetcher", Instance: cfg.InstanceID, Log: log, Registry: reg})
 	web.Probes(app, "fetcher", cfg.InstanceID,
 		web.Check{Name: "redis", Check: func(ctx context.Context) error { return rdb.Ping(ctx).Err() }},

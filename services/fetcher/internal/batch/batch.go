@@ -21,8 +21,9 @@ import (
 const (
 	DueKey = "cp:batch:due"
 	SeqKey = "cp:batch:seq"
-	// WakeChannel carries "<due ms> <redis now ms>" whenever a batch comes due earlier than
-	// the fetchers' timers know: a new batch, a late request, a full batch.
+	// WakeChannel carries "<due ms> <redis now ms>" whenever a batch comes
+	// due sooner than the fetchers' timers know: a new batch, a late
+	// request. A batch due at once is claimed by the fetcher that filled it.
 	WakeChannel = "cp:batch:wake"
 	// CooldownKey holds, while it exists, CoinGecko's last "wait before
 	// asking again": every fetcher honours it.
@@ -122,15 +123,63 @@ type Joined struct {
 // Enqueue adds the request read from stream entry entryID to its batch and
 // acknowledges the entry, atomically.
 func (s *Store) Enqueue(ctx context.Context, entryID string, r price.Request) (Joined, error) {
-	interval, tolerance := s.set.Budget.gcra()
-	res, err := enqueue.Run(ctx, s.rdb, []string{price.StreamKey, DueKey, SeqKey, CooldownKey, BudgetKey},
-		price.Group, entryID, r.Coin, r.Currency, r.ID, r.ReplyTo, r.TimeoutMS,
-		s.set.Window.Milliseconds(), s.set.Threshold, s.set.KeyTTL.Milliseconds(), s.set.Lead.Milliseconds(),
-		interval, tolerance, s.set.SnapshotMaxAge.Milliseconds(), WakeChannel).Slice()
-	local := time.Now()
+	res, err := enqueue.Run(ctx, s.rdb, s.enqueueKeys(), s.enqueueArgs(entryID, r)...).Slice()
 	if err != nil {
 		return Joined{}, fmt.Errorf("enqueue %s: %w", entryID, err)
 	}
+	return joined(entryID, res, time.Now())
+}
+
+// Entry is a request as read from the stream.
+type Entry struct {
+	ID      string
+	Request price.Request
+}
+
+// EnqueueAll enqueues every entry of one stream read in one round trip
+// (each still its own atomic script run), and returns one outcome or error
+// per entry, in order.
+func (s *Store) EnqueueAll(ctx context.Context, entries []Entry) ([]Joined, []error) {
+	out, errs := make([]Joined, len(entries)), make([]error, len(entries))
+	if len(entries) == 0 {
+		return out, errs
+	}
+	cmds := make([]*redis.Cmd, len(entries))
+	_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, e := range entries {
+			cmds[i] = enqueue.EvalSha(ctx, p, s.enqueueKeys(), s.enqueueArgs(e.ID, e.Request)...)
+		}
+		return nil
+	})
+	local := time.Now()
+	for i, e := range entries {
+		res, err := cmds[i].Slice()
+		if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+			// Redis lost its script cache (a restart): Run loads it again.
+			out[i], errs[i] = s.Enqueue(ctx, e.ID, e.Request)
+			continue
+		}
+		if err != nil {
+			errs[i] = fmt.Errorf("enqueue %s: %w", e.ID, err)
+			continue
+		}
+		out[i], errs[i] = joined(e.ID, res, local)
+	}
+	return out, errs
+}
+
+func (s *Store) enqueueKeys() []string {
+	return []string{price.StreamKey, DueKey, SeqKey, CooldownKey, BudgetKey}
+}
+
+func (s *Store) enqueueArgs(entryID string, r price.Request) []any {
+	interval, tolerance := s.set.Budget.gcra()
+	return []any{price.Group, entryID, r.Coin, r.Currency, r.ID, r.ReplyTo, r.TimeoutMS,
+		s.set.Window.Milliseconds(), s.set.Threshold, s.set.KeyTTL.Milliseconds(), s.set.Lead.Milliseconds(),
+		interval, tolerance, s.set.SnapshotMaxAge.Milliseconds(), WakeChannel}
+}
+
+func joined(entryID string, res []any, local time.Time) (Joined, error) {
 	if len(res) != 5 {
 		return Joined{}, fmt.Errorf("enqueue %s: unexpected reply %v", entryID, res)
 	}
@@ -169,7 +218,14 @@ type Claimed struct {
 	// Snapshot, else price.SourceUpstream.
 	Source   string
 	Snapshot Snapshot
+
+	// The claim's Redis time and the local time it was read at.
+	claimedRedis, claimedLocal time.Time
 }
+
+// RedisNow is the Redis clock now, read off the claim's time: the one clock
+// every fetcher shares, without another round trip.
+func (c Claimed) RedisNow() time.Time { return c.claimedRedis.Add(time.Since(c.claimedLocal)) }
 
 // Snapshot is a coin's newest fetched price.
 type Snapshot struct {
@@ -240,6 +296,7 @@ func (s *Store) Claim(ctx context.Context, owner string, max int) (Claim, error)
 			c.Snapshot.FetchedAt = time.UnixMilli(ms)
 		}
 		c.Size, c.Attempt = int(size), int(attempt)
+		c.claimedRedis, c.claimedLocal = time.UnixMilli(now), local
 		c.Deadline = at(deadline)
 		c.Age = time.Duration(now-created) * time.Millisecond
 		out.Batches = append(out.Batches, c)

@@ -13,7 +13,7 @@ import "github.com/redis/go-redis/v9"
 //   cp:batch:<id>:requests           list of "<requestId> <replyChannel> <deadlineMs>"
 //   cp:batch:due                     zset: batch id -> when it is due, or when its flusher's lease ends
 //   cp:batch:seq                     counter for batch ids (<coin>:<currency>:<ms>-<n>)
-//   cp:batch:wake                    channel: "<due ms> <now ms>" when a batch comes due earlier than fetchers knew
+//   cp:batch:wake                    channel: "<due ms> <now ms>" when a batch comes due sooner than fetchers knew
 //   cp:upstream:budget               GCRA theoretical arrival time (ms) of the next upstream call
 //   cp:upstream:cooldown             set while CoinGecko asked us to wait (429)
 //   cp:price:last:<coin>:<currency>  hash: price, fetched_ms, batch of the newest fetched price
@@ -120,7 +120,8 @@ if size >= threshold and redis.call('HGET', bkey, 'state') ~= 'full' then
     redis.call('DEL', openKey)
   end
 end
-if moved > 0 then
+-- Due now needs no announcement: the caller claims it at once.
+if moved > now then
   redis.call('PUBLISH', ARGV[15], moved .. ' ' .. now)
 end
 return {id, size, 'queued', moved, now}

@@ -41,14 +41,9 @@ type answerer struct {
 
 // all completes batches with the outcome of their upstream call.
 func (a *answerer) all(ctx context.Context, batches []batch.Claimed, quote coingecko.Quote, ferr error) {
-	// fetchedAt is Redis time, the one clock; without it the batch is left
-	// to run out its lease and be answered by whoever takes it next.
-	fetchedAt, err := a.store.Now(ctx)
-	if err != nil {
-		a.log.Error("reading Redis time failed; leaving the batches to another fetcher", zap.Error(err))
-		return
-	}
 	for _, c := range batches {
+		// fetchedAt is Redis time, the one clock.
+		fetchedAt := c.RedisNow()
 		r, rec := a.replyFor(c, quote, ferr, fetchedAt)
 		if ferr != nil {
 			r = a.staleOr(ctx, c, r, fetchedAt)
@@ -83,7 +78,7 @@ func (a *answerer) complete(ctx context.Context, c batch.Claimed, r price.Reply,
 	}
 	a.m.flushes.WithLabelValues(c.FlushReason, fmt.Sprint(r.Status)).Inc()
 	a.m.sizes.Observe(float64(n))
-	a.log.Info("batch answered", zap.String("batch", c.ID), zap.Int("size", n), zap.String("reason", c.FlushReason),
+	a.log.Debug("batch answered", zap.String("batch", c.ID), zap.Int("size", n), zap.String("reason", c.FlushReason),
 		zap.Int("status", r.Status), zap.String("source", r.Batch.Source), zap.Duration("age", c.Age))
 }
 

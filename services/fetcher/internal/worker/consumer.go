@@ -79,9 +79,7 @@ func (c *Consumer) Run(ctx context.Context) {
 			continue
 		}
 		for _, s := range res {
-			for _, m := range s.Messages {
-				c.handle(context.WithoutCancel(ctx), m)
-			}
+			c.handle(context.WithoutCancel(ctx), s.Messages)
 		}
 	}
 }
@@ -114,8 +112,8 @@ func (c *Consumer) reclaim(ctx context.Context) {
 		}
 		for _, m := range msgs {
 			c.Log.Info("reclaimed a stale stream entry", zap.String("entry", m.ID))
-			c.handle(ctx, m)
 		}
+		c.handle(ctx, msgs)
 		if next == "0-0" || len(msgs) == 0 {
 			break
 		}
@@ -145,29 +143,37 @@ func (c *Consumer) forgetDeadConsumers(ctx context.Context) {
 	}
 }
 
-func (c *Consumer) handle(ctx context.Context, m redis.XMessage) {
-	req, err := parseRequest(m.Values)
-	if err == nil {
-		err = req.Validate()
+// handle batches the entries of one read, all in one round trip.
+func (c *Consumer) handle(ctx context.Context, msgs []redis.XMessage) {
+	entries := make([]batch.Entry, 0, len(msgs))
+	for _, m := range msgs {
+		req, err := parseRequest(m.Values)
+		if err == nil {
+			err = req.Validate()
+		}
+		if err != nil {
+			// A malformed entry can never be answered; acknowledge it so it
+			// does not come back forever.
+			c.Log.Warn("dropping malformed stream entry", zap.String("entry", m.ID), zap.Error(err))
+			_ = c.RDB.XAck(ctx, price.StreamKey, price.Group, m.ID).Err()
+			continue
+		}
+		entries = append(entries, batch.Entry{ID: m.ID, Request: req})
 	}
-	if err != nil {
-		// A malformed entry can never be answered; acknowledge it so it
-		// does not come back forever.
-		c.Log.Warn("dropping malformed stream entry", zap.String("entry", m.ID), zap.Error(err))
-		_ = c.RDB.XAck(ctx, price.StreamKey, price.Group, m.ID).Err()
-		return
+	joined, errs := c.Store.EnqueueAll(ctx, entries)
+	for i, e := range entries {
+		j, err := joined[i], errs[i]
+		if err != nil {
+			// Left pending: reclaim picks it up again after ReclaimIdle.
+			c.Log.Warn("batching a request failed", zap.String("entry", e.ID), zap.Error(err))
+			continue
+		}
+		if c.Due != nil && !j.Due.IsZero() {
+			c.Due(j.Due)
+		}
+		c.Log.Debug("request batched", zap.String("entry", e.ID), zap.String("requestId", e.Request.ID),
+			zap.String("batch", j.BatchID), zap.Int("size", j.Size), zap.String("outcome", j.Outcome))
 	}
-	j, err := c.Store.Enqueue(ctx, m.ID, req)
-	if err != nil {
-		// Left pending: reclaim picks it up again after ReclaimIdle.
-		c.Log.Warn("batching a request failed", zap.String("entry", m.ID), zap.Error(err))
-		return
-	}
-	if c.Due != nil && !j.Due.IsZero() {
-		c.Due(j.Due)
-	}
-	c.Log.Debug("request batched", zap.String("entry", m.ID), zap.String("requestId", req.ID),
-		zap.String("batch", j.BatchID), zap.Int("size", j.Size), zap.String("outcome", j.Outcome))
 }
 
 func parseRequest(v map[string]any) (price.Request, error) {
