@@ -151,6 +151,13 @@ func settingsRead(t *testing.T) map[string][]string {
 				set[k] = true
 			}
 		}
+		// Without type information a zap.String("addr", ...) looks like
+		// r.String: variable names are upper case, log fields are not.
+		for k := range set {
+			if !isEnvName(k) {
+				delete(set, k)
+			}
+		}
 		if !set["PORT"] || !set["REDIS_URL"] {
 			t.Fatalf("services/%s: found no PORT or REDIS_URL read (found %v): has the config loader moved?", svc, set)
 		}
