@@ -361,6 +361,16 @@ func TestReferencesResolve(t *testing.T) {
 			}
 		}
 		for _, w := range ws {
+			for i := range w.Pod.Spec.Containers {
+				if _, err := effectiveEnv(o, &w.Pod.Spec.Containers[i]); err != nil {
+					t.Errorf("%s: %s %s: %v", ov, w.Kind, w.Name, err)
+				}
+			}
+			for _, v := range w.Pod.Spec.Volumes {
+				if v.ConfigMap != nil && o.ConfigMaps[v.ConfigMap.Name] == nil {
+					t.Errorf("%s: %s %s: volume %s names no ConfigMap %s", ov, w.Kind, w.Name, v.Name, v.ConfigMap.Name)
+				}
+			}
 			if len(selecting(ws, w.Selector)) != 1 {
 				t.Errorf("%s: %s %s: its selector matches other workloads' pods too", ov, w.Kind, w.Name)
 			}
