@@ -29,6 +29,7 @@ COPY services/auth/go.mod services/auth/go.su[m] services/auth/
 COPY services/gateway/go.mod services/gateway/go.su[m] services/gateway/
 COPY services/fetcher/go.mod services/fetcher/go.su[m] services/fetcher/
 COPY e2e/go.mod e2e/go.su[m] e2e/
+COPY deploy/k8s/go.mod deploy/k8s/go.su[m] deploy/k8s/
 RUN go mod download
 
 COPY . .

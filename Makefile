@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-MODULES   := libs services/auth services/gateway services/fetcher tools e2e
+MODULES   := libs services/auth services/gateway services/fetcher tools e2e deploy/k8s
 PKGS      := $(foreach m,$(MODULES),./$(m)/...)
 # Packages with concurrency run under the race detector.
 RACE_PKGS := ./libs/... ./services/auth/... ./services/gateway/... ./services/fetcher/... ./tools/...
@@ -25,7 +25,7 @@ FUZZ_TARGETS := \
 	FuzzAuthorizationHeader:./services/gateway:15000x \
 	FuzzHistoryQuery:./services/gateway:8000x
 
-.PHONY: help deps build test test-race test-unit test-e2e fuzz fuzz-short lint vet fmt-check vuln-check tidy bench run demo clean
+.PHONY: help deps build test test-race test-unit test-e2e fuzz fuzz-short lint vet fmt-check vuln-check tidy bench run demo clean test-k8s
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -37,13 +37,16 @@ build: ## build every service and the tools into bin/
 	@mkdir -p $(BIN)
 	go build -o $(BIN)/ ./services/auth ./services/gateway ./services/fetcher ./tools/cgsim/cmd/cgsim ./tools/devstack/cmd/devstack
 
-test: deps fmt-check vet test-race test-e2e fuzz-short ## everything CI runs: format, vet, race tests, end-to-end, short fuzzing
+test: deps fmt-check vet test-race test-k8s test-e2e fuzz-short ## everything CI runs: format, vet, race tests, end-to-end, short fuzzing
 	@echo "make test: all checks passed"
 
 test-race: ## unit and integration tests under the race detector
 	go test -race -count=1 -timeout 15m $(RACE_PKGS)
 
 test-unit: test-race
+
+test-k8s: ## render the Kubernetes overlays (deploy/k8s) and check them against the services and nginx.conf
+	go test -count=1 ./deploy/k8s/...
 
 test-e2e: ## end-to-end tests: real binaries, Redis, Postgres, nginx, simulator
 	go test -count=1 -timeout 30m -v ./e2e/... 2>&1 | tee e2e.out | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go:[0-9]+' ; exit $${PIPESTATUS[0]}
