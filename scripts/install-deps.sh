@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # install-deps.sh — installs the real servers the integration tests run:
-# redis-server, nginx and the PostgreSQL 15 server binaries, on Debian 12.
+# redis-server, nginx and the PostgreSQL 15 server binaries, on Debian 12,
+# and Debian's chromium for the browser test of Swagger UI (e2e/browser_test.go).
 #
 # Run it as root, or as a user with sudo. It is idempotent: it installs only
 # what is missing, and runs `apt-get update` only when something is.
@@ -36,15 +37,17 @@ have_nginx() { command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; }
 have_postgres() { [ -x "$PG_BIN/postgres" ] && [ -x "$PG_BIN/initdb" ]; }
 # go test -race needs cgo, so a C compiler and the C library headers.
 have_cc() { command -v gcc >/dev/null 2>&1 && [ -e /usr/include/stdlib.h ]; }
+have_chromium() { command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ]; }
 
 missing=()
 have_redis || missing+=(redis-server)
 have_nginx || missing+=(nginx)
 have_postgres || missing+=(postgresql-15)
 have_cc || missing+=(gcc libc6-dev)
+have_chromium || missing+=(chromium)
 
 if [ "${#missing[@]}" -eq 0 ]; then
-	log "redis-server, nginx, PostgreSQL 15 and gcc are already installed"
+	log "redis-server, nginx, PostgreSQL 15, gcc and chromium are already installed"
 else
 	command -v apt-get >/dev/null 2>&1 || die "apt-get not found: this script supports Debian 12 only; install ${missing[*]} by hand"
 
@@ -72,6 +75,7 @@ else
 	have_nginx || die "nginx still missing after installing nginx"
 	have_postgres || die "$PG_BIN/postgres still missing after installing postgresql-15"
 	have_cc || die "gcc still missing after installing gcc libc6-dev"
+	have_chromium || die "chromium still missing after installing chromium"
 	log "installed: ${missing[*]}"
 fi
 

@@ -15,6 +15,7 @@ import (
 	"cryptopulse/libs/pricedb"
 	"cryptopulse/libs/redisconn"
 	"cryptopulse/libs/web"
+	"cryptopulse/services/fetcher/internal/backlog"
 	"cryptopulse/services/fetcher/internal/batch"
 	"cryptopulse/services/fetcher/internal/coingecko"
 	"cryptopulse/services/fetcher/internal/worker"
@@ -70,6 +71,8 @@ func run(ctx context.Context, getenv config.Getenv, stdout io.Writer, ready chan
 	reg := web.NewRegistry()
 	written := prometheus.NewCounter(prometheus.CounterOpts{Name: "fetcher_price_records_written_total", Help: "Rows written to price_records."})
 	reg.MustRegister(written)
+	// The backlog in Redis (stream lag, pending, unwritten records, open batches), read at scrape time.
+	reg.MustRegister(backlog.New(rdb, 0))
 	flusher := worker.NewFlusher(worker.FlusherConfig{
 		Name: cfg.InstanceID, SafetyPoll: cfg.BatchPoll, MaxBatches: cfg.BatchMaxCoins, Concurrency: cfg.FlushConcurrent,
 		CallTimeout: cfg.CoinGeckoTimeout, MaxAttempts: cfg.CoinGeckoAttempts, Margin: cfg.ReplyMargin,
