@@ -51,3 +51,25 @@ func TestChaosSoakShort(t *testing.T) {
 		t.Errorf("the soak found %d violations (see the report above); fault log:\n%s", len(rep.Violations), progress.String())
 	}
 }
+
+// Both compose files run Redis with appendonly yes on a volume, the setting
+// under which the chaos soak loses no price when Redis restarts.
+func TestComposeRedisAppendOnly(t *testing.T) {
+	for _, file := range []string{"docker-compose.yml", "docker-compose.multi.yml"} {
+		p := loadCompose(t, file)
+		r, ok := p.Services["redis"]
+		if !ok {
+			t.Fatalf("%s: no redis service", file)
+		}
+		if cmd := strings.Join(r.Command, " "); !strings.Contains(cmd, "--appendonly yes") {
+			t.Errorf("%s: redis command %q does not turn on appendonly", file, cmd)
+		}
+		onVolume := false
+		for _, v := range r.Volumes {
+			onVolume = onVolume || (v.Type == "volume" && v.Target == "/data")
+		}
+		if !onVolume {
+			t.Errorf("%s: redis keeps /data on no named volume: a recreated container would start empty", file)
+		}
+	}
+}

@@ -84,6 +84,8 @@ func Plan(seed uint64, d time.Duration) []Step {
 		case Upstream429:
 			s.Hold = pick(time.Second, 3*time.Second, time.Second, 2*time.Second)
 			s.RetryAfter = time.Duration(1+rng.IntN(3)) * time.Second
+		case RollingRestart:
+			// Each restart takes as long as a graceful stop and a start.
 		default:
 			s.Hold = pick(2*time.Second, 4*time.Second, 1500*time.Millisecond, 3*time.Second)
 		}

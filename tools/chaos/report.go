@@ -501,7 +501,11 @@ func (r *Report) Write(w io.Writer) {
 				}
 			}
 		}
-		fmt.Fprintf(w, "  %-3d %-8s %-31s %-34s %-7s %-8s %-9d %s%s\n", win.N, r.at(win.Start), win.Kind, win.Target, win.Hold,
+		hold := "-"
+		if win.Hold > 0 {
+			hold = win.Hold.String()
+		}
+		fmt.Fprintf(w, "  %-3d %-8s %-31s %-34s %-7s %-8s %-9d %s%s\n", win.N, r.at(win.Start), win.Kind, win.Target, hold,
 			win.End.Sub(win.Start).Round(100*time.Millisecond), reqs, orDash(countList(fails)), errSuffix(win.Err))
 	}
 
