@@ -55,6 +55,7 @@ type Report struct {
 type kindStats struct {
 	runs, requests int
 	failures       map[int]int
+	sole           map[int]int // failures overlapping no other fault
 	recovery       []time.Duration
 	unmeasured     int // the next fault came first
 }
@@ -125,7 +126,7 @@ func (r *Report) windowsOf(rec Record) []Window {
 func (r *Report) checkRequests() {
 	r.faultStats = map[Kind]*kindStats{}
 	for _, k := range Kinds {
-		r.faultStats[k] = &kindStats{failures: map[int]int{}}
+		r.faultStats[k] = &kindStats{failures: map[int]int{}, sole: map[int]int{}}
 	}
 	for _, w := range r.Windows {
 		r.faultStats[w.Kind].runs++
@@ -148,6 +149,9 @@ func (r *Report) checkRequests() {
 			st.requests++
 			if rec.Status != http.StatusOK {
 				st.failures[rec.Status]++
+				if len(ws) == 1 {
+					st.sole[rec.Status]++
+				}
 			}
 		}
 		if rec.Took() > r.Bound {
@@ -510,12 +514,15 @@ func (r *Report) Write(w io.Writer) {
 	}
 
 	fmt.Fprintf(w, "\nper fault kind (a request overlapping two faults counts for both):\n")
-	fmt.Fprintf(w, "  %-31s %-5s %-9s %-28s %s\n", "kind", "runs", "requests", "failures by status", "recovery (first probe 200 after repair) median / max")
+	fmt.Fprintf(w, "  %-31s %-5s %-9s %-28s %-28s %s\n", "kind", "runs", "requests", "failures by status", "of which no other fault", "recovery (first probe 200 after repair) median / max")
 	for _, k := range Kinds {
 		st := r.faultStats[k]
-		fails := map[string]int{}
+		fails, sole := map[string]int{}, map[string]int{}
 		for s, n := range st.failures {
 			fails[strconv.Itoa(s)] = n
+		}
+		for s, n := range st.sole {
+			sole[strconv.Itoa(s)] = n
 		}
 		rec := "-"
 		if len(st.recovery) > 0 {
@@ -524,7 +531,7 @@ func (r *Report) Write(w io.Writer) {
 		if st.unmeasured > 0 {
 			rec += fmt.Sprintf(" (%d not measured: the next fault came first)", st.unmeasured)
 		}
-		fmt.Fprintf(w, "  %-31s %-5d %-9d %-28s %s\n", k, st.runs, st.requests, orDash(countList(fails)), rec)
+		fmt.Fprintf(w, "  %-31s %-5d %-9d %-28s %-28s %s\n", k, st.runs, st.requests, orDash(countList(fails)), orDash(countList(sole)), rec)
 	}
 
 	fmt.Fprintf(w, "\nprice_records: %d batches answered 200 with a fresh price; rows found %d; lost %d; doubled %d; price differs %d",
