@@ -95,3 +95,12 @@ demo: deps ## the same, offline, against the bundled CoinGecko simulator
 
 clean: ## remove binaries and local data
 	rm -rf $(BIN) .data e2e.out
+
+# The chaos soak: make chaos [DURATION=5m] [SEED=n] [APPENDONLY=1].
+DURATION ?= 5m
+SEED     ?=
+.PHONY: chaos
+chaos: deps ## faults under load for DURATION (5m), invariants checked; report in bench/chaos-$(DURATION).txt
+	@mkdir -p bench
+	go run ./tools/chaos/cmd/chaos -duration $(DURATION) $(if $(SEED),-seed $(SEED)) $(if $(APPENDONLY),-appendonly) \
+		-out bench/chaos-$(DURATION)$(if $(APPENDONLY),-appendonly).txt

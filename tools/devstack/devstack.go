@@ -78,6 +78,10 @@ type Config struct {
 	// DatabaseURL, when set, is used instead of starting PostgreSQL, so
 	// tests can share one cluster (testkit's NewDatabase) across stacks.
 	DatabaseURL string
+	// RedisURL, when set, is used instead of starting Redis, for a caller
+	// that runs its own redis-server (with persistence, say) and restarts
+	// it itself; Stack.Redis is then nil.
+	RedisURL string
 	// Env adds to or overrides the environment of every service
 	// (BATCH_WINDOW_MS, JWT_SECRET, COINGECKO_BASE_URL, ...). PORT and
 	// INSTANCE_ID are the stack's own and cannot be overridden.
@@ -145,8 +149,8 @@ type Stack struct {
 	AdminUser, AdminPass, JWTSecret string
 
 	// Redis and Postgres are the stack's own servers, for outage tests
-	// (Redis.Stop, Postgres.Start, ...). Postgres is nil when
-	// Config.DatabaseURL was given.
+	// (Redis.Stop, Postgres.Start, ...). Redis is nil when Config.RedisURL
+	// was given, Postgres when Config.DatabaseURL was.
 	Redis    *testkit.Redis
 	Postgres *testkit.Postgres
 
@@ -194,10 +198,13 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 		return nil, err
 	}
 
-	if s.Redis, err = testkit.LaunchRedis(filepath.Join(cfg.Dir, "redis"), 0); err != nil {
-		return nil, err
+	s.RedisURL = cfg.RedisURL
+	if s.RedisURL == "" {
+		if s.Redis, err = testkit.LaunchRedis(filepath.Join(cfg.Dir, "redis"), 0); err != nil {
+			return nil, err
+		}
+		s.RedisURL = s.Redis.URL()
 	}
-	s.RedisURL = s.Redis.URL()
 	s.DatabaseURL = cfg.DatabaseURL
 	if s.DatabaseURL == "" {
 		if s.Postgres, err = testkit.LaunchPostgres(filepath.Join(cfg.Dir, "postgres"), 0); err != nil {
