@@ -42,6 +42,8 @@ have_redis || missing+=(redis-server)
 have_nginx || missing+=(nginx)
 have_postgres || missing+=(postgresql-15)
 have_cc || missing+=(gcc libc6-dev)
+# make bench-load drives the closed-loop scenarios with wrk.
+command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 
 if [ "${#missing[@]}" -eq 0 ]; then
 	log "redis-server, nginx, PostgreSQL 15 and gcc are already installed"
@@ -72,6 +74,7 @@ else
 	have_nginx || die "nginx still missing after installing nginx"
 	have_postgres || die "$PG_BIN/postgres still missing after installing postgresql-15"
 	have_cc || die "gcc still missing after installing gcc libc6-dev"
+	command -v wrk >/dev/null 2>&1 || die "wrk still missing after installing wrk"
 	log "installed: ${missing[*]}"
 fi
 
