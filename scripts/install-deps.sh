@@ -45,9 +45,11 @@ have_nginx || missing+=(nginx)
 have_postgres || missing+=(postgresql-15)
 have_cc || missing+=(gcc libc6-dev)
 have_chromium || missing+=(chromium)
+# make bench-load drives the closed-loop scenarios with wrk.
+command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 
 if [ "${#missing[@]}" -eq 0 ]; then
-	log "redis-server, nginx, PostgreSQL 15, gcc and chromium are already installed"
+	log "redis-server, nginx, PostgreSQL 15, gcc, chromium and wrk are already installed"
 else
 	command -v apt-get >/dev/null 2>&1 || die "apt-get not found: this script supports Debian 12 only; install ${missing[*]} by hand"
 
@@ -76,6 +78,7 @@ else
 	have_postgres || die "$PG_BIN/postgres still missing after installing postgresql-15"
 	have_cc || die "gcc still missing after installing gcc libc6-dev"
 	have_chromium || die "chromium still missing after installing chromium"
+	command -v wrk >/dev/null 2>&1 || die "wrk still missing after installing wrk"
 	log "installed: ${missing[*]}"
 fi
 
