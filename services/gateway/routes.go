@@ -68,9 +68,13 @@ func routes(app *fiber.App, d deps) {
 	)
 	web.Metrics(app, d.registry)
 	docs(app)
-	v1 := app.Group("/v1/price", authenticate(d.verifier))
-	v1.Get("/:coinId", handlePrice(d))
-	v1.Get("/:coinId/history", handleHistory(d))
+	// Each route names its authentication rather than sharing a group: a
+	// group's middleware matches by prefix, so "/v1/price" would also claim
+	// "/v1/prices" and verify its token twice.
+	auth := authenticate(d.verifier)
+	app.Get("/v1/price/:coinId", auth, handlePrice(d))
+	app.Get("/v1/price/:coinId/history", auth, handleHistory(d))
+	app.Get("/v1/prices", auth, handlePrices(d))
 }
 
 // authenticate verifies the Bearer token and stores its claims.
@@ -189,6 +193,9 @@ func answerPrice(c *fiber.Ctx, r price.Reply) error {
 	c.Set("X-Batch-Id", r.Batch.ID)
 	c.Set("X-Batch-Size", strconv.Itoa(r.Batch.Size))
 	c.Set("X-Batch-Flush-Reason", r.Batch.FlushReason)
+	if r.Batch.Source != "" {
+		c.Set("X-Batch-Source", r.Batch.Source)
+	}
 	if r.Status != http.StatusOK {
 		e := httperr.New(r.Status, r.Message)
 		if r.RetryAfter > 0 {
@@ -196,9 +203,11 @@ func answerPrice(c *fiber.Ctx, r price.Reply) error {
 		}
 		return e
 	}
-	return c.JSON(price.Answer{
-		CoinID: r.CoinID, VsCurrency: r.VsCurrency, Price: r.Price, FetchedAt: r.FetchedAt, Batch: r.Batch,
-	})
+	a := answerOf(r)
+	for _, kv := range freshnessHeaders(time.Now(), a) {
+		c.Set(kv[0], kv[1])
+	}
+	return c.JSON(a)
 }
 
 // historyTimeout bounds one history query.
