@@ -184,3 +184,30 @@ type Answer struct {
 
 // TimeFormat is the fetchedAt format: JavaScript's toISOString, as the original sent.
 const TimeFormat = "2006-01-02T15:04:05.000Z"
+
+// CoinError is one coin's failure in the body of GET /v1/prices: the status
+// and message GET /v1/price/{coinId} would have answered with.
+type CoinError struct {
+	CoinID     string `json:"coinId"`
+	StatusCode int    `json:"statusCode"`
+	Message    string `json:"message"`
+	// RetryAfter is how long to wait before asking again, when the failure
+	// says (a 429, ours or CoinGecko's).
+	RetryAfter int64 `json:"retryAfterMs,omitempty"`
+	// Batch is the batch that failed, when one answered at all.
+	Batch *Batch `json:"batch,omitempty"`
+}
+
+// Prices is the body of GET /v1/prices: one Answer per coin that has a
+// price and one CoinError per coin that failed, each coin once, in the
+// order the ids were first named.
+type Prices struct {
+	// StatusCode, Message and Error are set only when every coin failed, so
+	// that body is also the error shape every other route answers with.
+	StatusCode int         `json:"statusCode,omitempty"`
+	Message    string      `json:"message,omitempty"`
+	Error      string      `json:"error,omitempty"`
+	VsCurrency string      `json:"vsCurrency"`
+	Prices     []Answer    `json:"prices"`
+	Errors     []CoinError `json:"errors"`
+}

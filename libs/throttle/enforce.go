@@ -31,6 +31,23 @@ const (
 // Redis fails; and an error wrapping ErrInvalidRule (a 500) for a bad rule.
 func (l *Limiter) Enforce(c *fiber.Ctx, rules ...Rule) error {
 	d, err := l.Allow(c.UserContext(), rules...)
+	return respond(c, d, err)
+}
+
+// EnforceAdd is Enforce with AllowAdd: when the request may proceed, e is on
+// the stream and its entry id is returned; the answers and headers are
+// Enforce's.
+func (l *Limiter) EnforceAdd(c *fiber.Ctx, e Entry, rules ...Rule) (string, error) {
+	d, id, err := l.AllowAdd(c.UserContext(), e, rules...)
+	if err := respond(c, d, err); err != nil {
+		return "", err
+	}
+	return id, nil
+}
+
+// respond puts a decision's headers on the answer and turns it, or the
+// error of reaching it, into Enforce's result.
+func respond(c *fiber.Ctx, d Decision, err error) error {
 	if err != nil {
 		if errors.Is(err, ErrInvalidRule) {
 			return err

@@ -88,15 +88,16 @@ type Decision struct {
 // concurrent use, and any number of Limiters, in any number of processes,
 // share the budgets of the Redis they talk to.
 type Limiter struct {
-	rdb    redis.Scripter
-	script *redis.Script
+	rdb       redis.Scripter
+	script    *redis.Script
+	addScript *redis.Script
 }
 
 // New returns a Limiter over rdb; a *redis.Client satisfies redis.Scripter.
 // The client's timeouts bound each check: configure short ones so a dead
 // Redis fails a request fast instead of holding it.
 func New(rdb redis.Scripter) *Limiter {
-	return &Limiter{rdb: rdb, script: redis.NewScript(slidingWindowLua)}
+	return &Limiter{rdb: rdb, script: redis.NewScript(slidingWindowLua), addScript: redis.NewScript(slidingWindowAddLua)}
 }
 
 // Allow checks rules atomically: the request is accepted only if every rule
@@ -108,21 +109,9 @@ func New(rdb redis.Scripter) *Limiter {
 // The script is sent by digest (EVALSHA); only the first check after Redis
 // starts empty costs a second round trip to load it.
 func (l *Limiter) Allow(ctx context.Context, rules ...Rule) (Decision, error) {
-	if len(rules) == 0 {
-		return Decision{}, fmt.Errorf("%w: no rules", ErrInvalidRule)
-	}
-	keys := make([]string, len(rules))
-	args := make([]any, 0, 2*len(rules))
-	for i, r := range rules {
-		if err := r.Validate(); err != nil {
-			return Decision{}, err
-		}
-		keys[i] = r.Key()
-		// One log trimmed to two windows would lose hits the longer one needs.
-		if j := slices.Index(keys[:i], keys[i]); j >= 0 {
-			return Decision{}, fmt.Errorf("%w: rules %d and %d share key %q", ErrInvalidRule, j, i, keys[i])
-		}
-		args = append(args, r.Limit, r.Window.Microseconds())
+	keys, args, err := scriptArgs(rules)
+	if err != nil {
+		return Decision{}, err
 	}
 	res, err := l.script.Run(ctx, l.rdb, keys, args...).Int64Slice()
 	if err != nil {
@@ -132,6 +121,83 @@ func (l *Limiter) Allow(ctx context.Context, rules ...Rule) (Decision, error) {
 		return Decision{}, fmt.Errorf("throttle %s: script answered %d values for %d rules", keys[0], len(res), len(rules))
 	}
 	return decide(rules, res), nil
+}
+
+// Entry is a stream entry to add only if a check allows the request.
+type Entry struct {
+	Stream string
+	// MaxLen trims the stream to about this many entries (MAXLEN ~); 0
+	// leaves it untrimmed.
+	MaxLen int64
+	// Values are the entry's field/value pairs, in order.
+	Values []any
+}
+
+// AllowAdd is Allow followed, when the request is allowed, by an XADD of e,
+// in the same atomic script: one round trip where Allow and XADD are two,
+// and a denied request never reaches the stream. It returns the new entry's
+// id when the request was allowed. Errors are Allow's; a failed XADD (a
+// stream key of another type, say) is Redis's, wrapped, and the hit then
+// stays counted, as it would have with an XADD of its own after Allow. The
+// stream must live on the rules' Redis node.
+func (l *Limiter) AllowAdd(ctx context.Context, e Entry, rules ...Rule) (Decision, string, error) {
+	keys, args, err := scriptArgs(rules)
+	if err != nil {
+		return Decision{}, "", err
+	}
+	if e.Stream == "" || len(e.Values) == 0 || len(e.Values)%2 != 0 || e.MaxLen < 0 {
+		return Decision{}, "", fmt.Errorf("%w: entry for stream %q needs field/value pairs and MaxLen >= 0", ErrInvalidRule, e.Stream)
+	}
+	keys = append(keys, e.Stream)
+	args = append(args, e.MaxLen)
+	args = append(args, e.Values...)
+	raw, err := l.addScript.Run(ctx, l.rdb, keys, args...).Slice()
+	if err != nil {
+		return Decision{}, "", fmt.Errorf("throttle %s: %w", keys[0], err)
+	}
+	n := 1 + 3*len(rules)
+	if len(raw) != n && len(raw) != n+1 {
+		return Decision{}, "", fmt.Errorf("throttle %s: script answered %d values for %d rules", keys[0], len(raw), len(rules))
+	}
+	res := make([]int64, n)
+	for i := range res {
+		v, ok := raw[i].(int64)
+		if !ok {
+			return Decision{}, "", fmt.Errorf("throttle %s: script answered %T at %d", keys[0], raw[i], i)
+		}
+		res[i] = v
+	}
+	d := decide(rules, res)
+	if !d.Allowed {
+		return d, "", nil
+	}
+	id, ok := raw[len(raw)-1].(string)
+	if len(raw) != n+1 || !ok {
+		return Decision{}, "", fmt.Errorf("throttle %s: allowed, but no entry id for %s", keys[0], e.Stream)
+	}
+	return d, id, nil
+}
+
+// scriptArgs are the script's keys and arguments for rules, after checking
+// them.
+func scriptArgs(rules []Rule) ([]string, []any, error) {
+	if len(rules) == 0 {
+		return nil, nil, fmt.Errorf("%w: no rules", ErrInvalidRule)
+	}
+	keys := make([]string, len(rules), len(rules)+1)
+	args := make([]any, 0, 2*len(rules)+16)
+	for i, r := range rules {
+		if err := r.Validate(); err != nil {
+			return nil, nil, err
+		}
+		keys[i] = r.Key()
+		// One log trimmed to two windows would lose hits the longer one needs.
+		if j := slices.Index(keys[:i], keys[i]); j >= 0 {
+			return nil, nil, fmt.Errorf("%w: rules %d and %d share key %q", ErrInvalidRule, j, i, keys[i])
+		}
+		args = append(args, r.Limit, r.Window.Microseconds())
+	}
+	return keys, args, nil
 }
 
 // decide picks the rule a client should hear about from the script's reply.

@@ -59,6 +59,16 @@ func run(ctx context.Context, getenv config.Getenv, stdout io.Writer, ready chan
 	go func() { defer wg.Done(); hub.Run(hubCtx) }()
 	defer func() { stopHub(); wg.Wait() }()
 
+	if cfg.PprofAddr != "" {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := servePprof(hubCtx, cfg.PprofAddr, log); err != nil {
+				log.Error("pprof", zap.Error(err))
+			}
+		}()
+	}
+
 	reg := web.NewRegistry()
 	app := web.New(web.Options{
 		Service: "gateway", Instance: cfg.InstanceID, Log: log, Registry: reg, Translate: translate,
