@@ -1,8 +1,6 @@
 package main
 
 import (
-	"net"
-	"net/netip"
 	"time"
 
 	"cryptopulse/libs/config"
@@ -40,23 +38,7 @@ func loadConfig(getenv config.Getenv) (Config, error) {
 		ResultTimeout: r.Millis("BATCH_RESULT_TIMEOUT_MS", 8*time.Second, 100*time.Millisecond, 10*time.Minute),
 		GlobalLimit:   r.Int("THROTTLE_GLOBAL_LIMIT", 20, 1, 10_000_000),
 		StreamMaxLen:  int64(r.Int("STREAM_MAXLEN", 100_000, 100, 100_000_000)),
-		PprofAddr:     r.String("PPROF_ADDR", ""),
-	}
-	if c.PprofAddr != "" && !loopback(c.PprofAddr) {
-		r.Fail("PPROF_ADDR", "must be a loopback host:port such as 127.0.0.1:6060 (profiles must not be reachable from outside), got %q", c.PprofAddr)
+		PprofAddr:     r.LoopbackAddr("PPROF_ADDR"),
 	}
 	return c, r.Err()
-}
-
-// loopback reports whether addr is host:port on a loopback address.
-func loopback(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip, err := netip.ParseAddr(host)
-	return err == nil && ip.IsLoopback()
 }

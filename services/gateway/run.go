@@ -63,7 +63,7 @@ func run(ctx context.Context, getenv config.Getenv, stdout io.Writer, ready chan
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := servePprof(hubCtx, cfg.PprofAddr, log); err != nil {
+			if err := web.ServePprof(hubCtx, cfg.PprofAddr, log); err != nil {
 				log.Error("pprof", zap.Error(err))
 			}
 		}()
