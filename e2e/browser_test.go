@@ -28,15 +28,6 @@ const (
 	historyOp = "#operations-price-get_v1_price__coinId__history"
 )
 
-// pendingGatewayDocsFix are the internet hosts the gateway's /docs page is
-// known to ask for today (gofiber/swagger's page links Google Fonts, and
-// Swagger UI's validator badge calls validator.swagger.io unless
-// validatorUrl is "none"). The browser blocks them, so the page still
-// works offline; the test fails on any other host, and on one of these once
-// it is no longer asked for, so the list is emptied together with the fix
-// in services/gateway/docs.go.
-var pendingGatewayDocsFix = []string{"fonts.googleapis.com", "validator.swagger.io"}
-
 // The whole Swagger UI journey of a user, in a real browser through nginx:
 // log in with "Try it out", paste the token into Authorize, then read a
 // price and its history. SWAGGER_SCREENSHOT=path saves the price answer as
@@ -219,19 +210,11 @@ func (b *browser) screenshotOf(sel string) []byte {
 	return shot
 }
 
-// checkExternal fails on any internet host the page asked for, except those
-// known and awaiting the gateway's fix, and on any of those no longer asked for.
+// checkExternal fails on any internet host the page asked for: the docs of
+// a self-hosted API must work offline (no fonts, no validator badge).
 func (b *browser) checkExternal() {
 	b.t.Helper()
 	got := b.externalHosts()
-	for _, h := range pendingGatewayDocsFix {
-		if _, ok := got[h]; !ok {
-			b.t.Errorf("/docs no longer asks for %s: remove it from pendingGatewayDocsFix", h)
-			continue
-		}
-		b.t.Logf("/docs asked for %s (blocked; pending the fix in services/gateway/docs.go): %s", h, strings.Join(got[h], " "))
-		delete(got, h)
-	}
 	var hosts []string
 	for h, urls := range got {
 		hosts = append(hosts, h+" ("+strings.Join(urls, " ")+")")
