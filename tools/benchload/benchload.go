@@ -356,9 +356,12 @@ func (h *harness) startStack(ctx context.Context, sc Scenario, b Build) (*stackR
 	}
 	env := map[string]string{
 		"THROTTLE_GLOBAL_LIMIT": "10000000",
-		"ADMIN_USER":            "bench",
-		"ADMIN_PASS":            h.adminPwd,
-		"JWT_SECRET":            h.secret,
+		// As docker-compose.multi.yml runs the gateways: a soft heap limit,
+		// so garbage from thousands of waiting clients does not double RSS.
+		"GOMEMLIMIT": "120MiB",
+		"ADMIN_USER": "bench",
+		"ADMIN_PASS": h.adminPwd,
+		"JWT_SECRET": h.secret,
 	}
 	for k, v := range sc.Env {
 		env[k] = v

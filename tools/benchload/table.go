@@ -123,7 +123,7 @@ func (r *Report) Table() string {
 		fmt.Fprintf(&b, "; cells read %s → %s", r.Builds[0].Label, r.Builds[1].Label)
 	}
 	b.WriteString("\n# each scenario on a fresh stack: nginx, auth, 2 gateways, 2 fetchers, Redis, PostgreSQL, CoinGecko simulator (0 ms latency);\n")
-	b.WriteString("# THROTTLE_GLOBAL_LIMIT=10000000 everywhere. PASS/FAIL are information, not a gate: the machine is noisy.\n\n")
+	b.WriteString("# THROTTLE_GLOBAL_LIMIT=10000000 and GOMEMLIMIT=120MiB (as in docker-compose.multi.yml) everywhere. PASS/FAIL are information, not a gate: the machine is noisy.\n\n")
 
 	cols := columns(r.Ceiling.RPS)
 	head := []string{"scenario"}
