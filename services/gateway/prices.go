@@ -149,9 +149,11 @@ func handlePrices(d deps) fiber.Handler {
 		_, execErr := pipe.Exec(ctx)
 		stop()
 		queued := 0
+		deadline := time.Now().Add(d.cfg.ResultTimeout)
 		for _, p := range ps {
 			if p.xadd.Err() == nil {
 				queued++
+				d.hub.Sent(p.req.ID, p.xadd.Val(), p.req.Values(), deadline)
 			}
 		}
 		if queued == 0 {

@@ -180,6 +180,7 @@ func handlePrice(d deps) fiber.Handler {
 		}
 		c.Set("X-Price-Request-Id", req.ID)
 		c.Set("X-Stream-Entry-Id", entryID)
+		d.hub.Sent(req.ID, entryID, req.Values(), time.Now().Add(d.cfg.ResultTimeout))
 
 		timer := time.NewTimer(d.cfg.ResultTimeout)
 		defer timer.Stop()

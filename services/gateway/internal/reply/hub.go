@@ -34,6 +34,9 @@ type Hub struct {
 	waiters map[string]*waiter
 	ready   chan struct{}
 	once    sync.Once
+	// runID is the Redis server's run_id at the last subscription: a new
+	// one means Redis restarted (or failed over) under the waiters.
+	runID string
 }
 
 type waiter struct {
@@ -41,6 +44,11 @@ type waiter struct {
 	since time.Time
 	// checked is when the sweep last read this request's result key.
 	checked time.Time
+	// The stream entry the request went out as, and what it said, so a
+	// request lost with a Redis restart can be sent again (see Sent).
+	entry    string
+	values   []any
+	deadline time.Time
 }
 
 // NewHub returns a Hub for the gateway instance; call Run to start it.
@@ -67,6 +75,18 @@ func (h *Hub) Register(requestID string) (replies <-chan price.Reply, cancel fun
 		h.mu.Lock()
 		delete(h.waiters, requestID)
 		h.mu.Unlock()
+	}
+}
+
+// Sent records the stream entry requestID went out as, its fields and its
+// client's deadline. If Redis restarts empty while the request waits, the
+// entry and its batch are gone and no reply would ever come: the hub then
+// adds it again, and the client still gets its answer instead of a 504.
+func (h *Hub) Sent(requestID, entryID string, values []any, deadline time.Time) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if w := h.waiters[requestID]; w != nil {
+		w.entry, w.values, w.deadline = entryID, values, deadline
 	}
 }
 
@@ -143,6 +163,7 @@ func (h *Hub) Run(ctx context.Context) {
 			h.once.Do(func() { close(h.ready) })
 			h.log.Debug("reply subscription confirmed", zap.String("pattern", pattern))
 			h.sweep(ctx, 0)
+			h.resendLost(ctx)
 		case *redis.Message:
 			if id, ok := strings.CutPrefix(m.Channel, prefix); ok {
 				h.deliver(id, m.Payload)
@@ -187,4 +208,86 @@ func (h *Hub) sweep(ctx context.Context, age time.Duration) {
 			}
 		}
 	}
+}
+
+// resendMin is the least time left worth sending a lost request again.
+const resendMin = 500 * time.Millisecond
+
+// resendLost adds again the requests whose stream entries Redis lost: after
+// a restart without data (a new run_id), an entry that is no longer in the
+// stream and has no result will never be answered. The new entry carries
+// the client's remaining time, so fetchers still answer before it gives up.
+func (h *Hub) resendLost(ctx context.Context) {
+	info, err := h.rdb.Info(ctx, "server").Result()
+	if err != nil {
+		return
+	}
+	runID := infoField(info, "run_id")
+	h.mu.Lock()
+	prev := h.runID
+	h.runID = runID
+	type sent struct {
+		id, entry string
+		values    []any
+		deadline  time.Time
+	}
+	var check []sent
+	for id, w := range h.waiters {
+		if w.entry != "" {
+			check = append(check, sent{id, w.entry, w.values, w.deadline})
+		}
+	}
+	h.mu.Unlock()
+	if prev == "" || prev == runID || len(check) == 0 {
+		return
+	}
+	found := make([]*redis.XMessageSliceCmd, len(check))
+	if _, err := h.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, c := range check {
+			found[i] = p.XRangeN(ctx, price.StreamKey, c.entry, c.entry, 1)
+		}
+		return nil
+	}); err != nil && !errors.Is(err, redis.Nil) {
+		h.log.Warn("checking requests after a Redis restart failed", zap.Error(err))
+		return
+	}
+	resent := 0
+	for i, c := range check {
+		left := time.Until(c.deadline)
+		if len(found[i].Val()) > 0 || left < resendMin {
+			continue
+		}
+		values := withTimeout(c.values, left)
+		entry, err := h.rdb.XAdd(ctx, &redis.XAddArgs{Stream: price.StreamKey, Values: values}).Result()
+		if err != nil {
+			h.log.Warn("sending a lost request again failed", zap.String("requestId", c.id), zap.Error(err))
+			continue
+		}
+		h.Sent(c.id, entry, values, c.deadline)
+		resent++
+	}
+	if resent > 0 {
+		h.log.Info("Redis restarted without data: sent the requests it lost again", zap.Int("requests", resent))
+	}
+}
+
+// withTimeout is values with timeout_ms set to d.
+func withTimeout(values []any, d time.Duration) []any {
+	out := append([]any(nil), values...)
+	for i := 0; i+1 < len(out); i += 2 {
+		if out[i] == price.FieldTimeoutMS {
+			out[i+1] = d.Milliseconds()
+		}
+	}
+	return out
+}
+
+// infoField reads one "key:value" line of an INFO reply.
+func infoField(info, key string) string {
+	for _, line := range strings.Split(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), key+":"); ok {
+			return v
+		}
+	}
+	return ""
 }

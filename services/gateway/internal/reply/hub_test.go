@@ -3,10 +3,12 @@ package reply
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
 	"cryptopulse/libs/price"
@@ -99,5 +101,47 @@ func TestResubscribesAfterRedisRestart(t *testing.T) {
 		case <-deadline:
 			t.Fatal("no reply after Redis restarted")
 		}
+	}
+}
+
+// A request waiting when Redis restarts empty is sent again: its entry and
+// its batch are gone, and without that no reply would ever come.
+func TestRequestLostWithAnEmptyRedisRestartIsSentAgain(t *testing.T) {
+	h, r := startHub(t)
+	rdb := r.Client(t)
+	ctx := context.Background()
+	req := price.Request{ID: "lost", Coin: "bitcoin", Currency: "usd", ReplyTo: price.ReplyChannel("gw-1", "lost"), TimeoutMS: 8000, Gateway: "gw-1"}
+	_, cancel := h.Register(req.ID)
+	defer cancel()
+	entry, err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: price.StreamKey, Values: req.Values()}).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Sent(req.ID, entry, req.Values(), time.Now().Add(8*time.Second))
+	// A waiter that never went out (no entry recorded) is not sent.
+	kept := price.Request{ID: "kept", Coin: "tron", Currency: "usd", ReplyTo: price.ReplyChannel("gw-1", "kept"), TimeoutMS: 8000, Gateway: "gw-1"}
+	_, cancelKept := h.Register(kept.ID)
+	defer cancelKept()
+
+	r.Stop(t) // the test kit's Redis keeps no data: it comes back empty
+	r.Start(t)
+	var msgs []redis.XMessage
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		msgs, _ = rdb.XRange(ctx, price.StreamKey, "-", "+").Result()
+		if len(msgs) > 0 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if len(msgs) != 1 {
+		t.Fatalf("stream after the restart: %v, want the lost request sent again once", msgs)
+	}
+	v := msgs[0].Values
+	if v[price.FieldRequestID] != "lost" || v[price.FieldReplyTo] != req.ReplyTo || v[price.FieldCoin] != "bitcoin" {
+		t.Errorf("re-sent entry %v", v)
+	}
+	if left, _ := strconv.Atoi(fmt.Sprint(v[price.FieldTimeoutMS])); left <= 0 || left > 8000 {
+		t.Errorf("re-sent timeout_ms %v, want the client's remaining time", v[price.FieldTimeoutMS])
 	}
 }
