@@ -75,6 +75,13 @@ type Config struct {
 	// "-rate-limit", "1000").
 	Simulator bool
 	SimArgs   []string
+	// RedisURL, when set, is used instead of starting a Redis: a Redis the
+	// test runs itself (one listening on a namespace link too, or the
+	// REDIS_URL that goes with REDIS_SENTINELS in Env). Stack.Redis is then nil.
+	RedisURL string
+	// SimHost is the address the simulator listens on, 127.0.0.1 when empty;
+	// a namespace link's host address lets a fetcher inside reach it.
+	SimHost string
 	// DatabaseURL, when set, is used instead of starting PostgreSQL, so
 	// tests can share one cluster (testkit's NewDatabase) across stacks.
 	DatabaseURL string
@@ -194,10 +201,13 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 		return nil, err
 	}
 
-	if s.Redis, err = testkit.LaunchRedis(filepath.Join(cfg.Dir, "redis"), 0); err != nil {
-		return nil, err
+	s.RedisURL = cfg.RedisURL
+	if s.RedisURL == "" {
+		if s.Redis, err = testkit.LaunchRedis(filepath.Join(cfg.Dir, "redis"), 0); err != nil {
+			return nil, err
+		}
+		s.RedisURL = s.Redis.URL()
 	}
-	s.RedisURL = s.Redis.URL()
 	s.DatabaseURL = cfg.DatabaseURL
 	if s.DatabaseURL == "" {
 		if s.Postgres, err = testkit.LaunchPostgres(filepath.Join(cfg.Dir, "postgres"), 0); err != nil {
@@ -215,6 +225,10 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 		addr, err := freeAddr()
 		if err != nil {
 			return nil, err
+		}
+		if cfg.SimHost != "" {
+			_, port, _ := net.SplitHostPort(addr)
+			addr = net.JoinHostPort(cfg.SimHost, port)
 		}
 		s.Sim = s.newProc("cgsim", addr, s.bin["cgsim"],
 			append([]string{"-addr", addr}, cfg.SimArgs...), os.Environ(), "/_sim/calls")
@@ -236,7 +250,7 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 		list *[]*Proc
 	}{{"auth", cfg.Auths, &s.Auths}, {"gateway", cfg.Gateways, &s.Gateways}, {"fetcher", cfg.Fetchers, &s.Fetchers}} {
 		for range max(k.n, 0) {
-			p, err := s.newService(k.kind)
+			p, err := s.newService(k.kind, nil)
 			if err != nil {
 				return nil, err
 			}
@@ -385,14 +399,30 @@ func (s *Stack) newProc(name, addr, bin string, args, env []string, health strin
 	}
 }
 
+// Netns places an instance in a network namespace the caller made (see
+// testkit.Netns): it runs under `ip netns exec Name` and listens on Host.
+type Netns struct {
+	// Name is the namespace's name for `ip netns`.
+	Name string
+	// Host is the namespace's address the instance listens on; the host
+	// (nginx, health checks) must reach it.
+	Host string
+	// Env overrides the stack's environment for this instance, for the
+	// addresses that differ inside (DATABASE_URL, REDIS_URL).
+	Env map[string]string
+}
+
 // newService makes the next instance of kind (auth, gateway, fetcher) on a
-// free port, named kind-N, without starting it.
-func (s *Stack) newService(kind string) (*Proc, error) {
+// free port, named kind-N, without starting it; in ns when ns is not nil.
+func (s *Stack) newService(kind string, ns *Netns) (*Proc, error) {
 	addr, err := freeAddr()
 	if err != nil {
 		return nil, err
 	}
 	_, port, _ := net.SplitHostPort(addr)
+	if ns != nil {
+		addr = net.JoinHostPort(ns.Host, port)
+	}
 	s.next[kind]++
 	name := kind + "-" + strconv.Itoa(s.next[kind])
 	env := make(map[string]string, len(s.env)+2)
@@ -401,7 +431,16 @@ func (s *Stack) newService(kind string) (*Proc, error) {
 	}
 	env["PORT"] = port
 	env["INSTANCE_ID"] = name
-	return s.newProc(name, addr, s.bin[kind], nil, envList(env), "/health"), nil
+	if ns == nil {
+		return s.newProc(name, addr, s.bin[kind], nil, envList(env), "/health"), nil
+	}
+	for k, v := range ns.Env {
+		env[k] = v
+	}
+	env["HOST"] = ns.Host
+	// ip execs the service after entering the namespace, so signals reach
+	// the service itself.
+	return s.newProc(name, addr, "ip", []string{"netns", "exec", ns.Name, s.bin[kind]}, envList(env), "/health"), nil
 }
 
 // startAll starts procs concurrently and waits until all are healthy.
@@ -528,13 +567,17 @@ func (s *Stack) WaitRouted(ctx context.Context, name string) error {
 
 // AddGateway starts one more gateway, adds it to nginx's upstream (a
 // reload, as an operator would do) and returns once nginx routes to it.
-func (s *Stack) AddGateway(ctx context.Context) (*Proc, error) {
+func (s *Stack) AddGateway(ctx context.Context) (*Proc, error) { return s.AddGatewayIn(ctx, nil) }
+
+// AddGatewayIn is AddGateway for a gateway inside a network namespace (nil:
+// none), for partition tests.
+func (s *Stack) AddGatewayIn(ctx context.Context, ns *Netns) (*Proc, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return nil, errors.New("devstack: stack is closed")
 	}
-	p, err := s.newService("gateway")
+	p, err := s.newService("gateway", ns)
 	if err != nil {
 		return nil, err
 	}
@@ -556,13 +599,17 @@ func (s *Stack) AddGateway(ctx context.Context) (*Proc, error) {
 
 // AddFetcher starts one more fetcher, as `--scale fetcher=N` does: it joins
 // the consumer group by itself.
-func (s *Stack) AddFetcher(ctx context.Context) (*Proc, error) {
+func (s *Stack) AddFetcher(ctx context.Context) (*Proc, error) { return s.AddFetcherIn(ctx, nil) }
+
+// AddFetcherIn is AddFetcher for a fetcher inside a network namespace (nil:
+// none), for partition tests.
+func (s *Stack) AddFetcherIn(ctx context.Context, ns *Netns) (*Proc, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return nil, errors.New("devstack: stack is closed")
 	}
-	p, err := s.newService("fetcher")
+	p, err := s.newService("fetcher", ns)
 	if err != nil {
 		return nil, err
 	}

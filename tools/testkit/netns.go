@@ -25,6 +25,7 @@ type Netns struct {
 	Links []*Link
 
 	ipBin, tcBin string
+	seq          int32 // this namespace's number, part of its interface names
 }
 
 // Link is one veth pair on a private /30: HostIP on the host's end, NsIP on
@@ -58,7 +59,8 @@ func NewNetns(tb testing.TB) *Netns {
 	if err != nil {
 		tb.Fatalf("%v", err)
 	}
-	n := &Netns{Name: fmt.Sprintf("cp%d-%d", os.Getpid()%100000, netnsSeq.Add(1)), ipBin: ipBin, tcBin: tcBin}
+	seq := netnsSeq.Add(1)
+	n := &Netns{Name: fmt.Sprintf("cp%d-%d", os.Getpid()%100000, seq), ipBin: ipBin, tcBin: tcBin, seq: seq}
 	if err := n.ip("netns", "add", n.Name); err != nil {
 		tb.Fatalf("%v", err)
 	}
@@ -79,7 +81,7 @@ func (n *Netns) AddLink(tb testing.TB) *Link {
 	tb.Helper()
 	idx := len(n.Links)
 	// Interface names are at most 15 bytes.
-	base := fmt.Sprintf("cp%d%c%d", os.Getpid()%100000, 'a'+rune(idx), netnsSeq.Load())
+	base := fmt.Sprintf("cp%d%c%d", os.Getpid()%100000, 'a'+rune(idx), n.seq)
 	l := &Link{ns: n, hostDev: base + "h", nsDev: base + "n"}
 	x, y, err := freeSubnet()
 	if err != nil {
