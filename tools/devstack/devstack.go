@@ -383,6 +383,10 @@ func (s *Stack) buildEnv() error {
 
 func (s *Stack) logDir() string { return filepath.Join(s.cfg.Dir, "logs") }
 
+// LogDir holds one log file per instance, <name>.log, for tests that look
+// for what the services logged across restarts.
+func (s *Stack) LogDir() string { return s.logDir() }
+
 // newProc makes a Proc that logs through the stack.
 func (s *Stack) newProc(name, addr, bin string, args, env []string, health string) *Proc {
 	return &Proc{

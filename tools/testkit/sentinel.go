@@ -112,7 +112,7 @@ func StartSentinelGroup(tb testing.TB, replicas, sentinels int, extra ...string)
 		}
 		g.Sentinels = append(g.Sentinels, addr)
 	}
-	g.waitSettled(tb, g.Servers[0].Addr, 30*time.Second)
+	g.WaitSettled(tb, g.Servers[0].Addr, 30*time.Second)
 	return g
 }
 
@@ -188,9 +188,10 @@ func (g *SentinelGroup) WaitNewMaster(tb testing.TB, old string, timeout time.Du
 	}
 }
 
-// waitSettled waits until the Sentinels agree on master, know all replicas
-// as up, and know each other: only then can they fail over.
-func (g *SentinelGroup) waitSettled(tb testing.TB, master string, timeout time.Duration) {
+// WaitSettled waits until the Sentinels agree on master, know every other
+// server as an up replica in sync, and know each other: only then can they
+// fail over again (a restarted server must have rejoined first).
+func (g *SentinelGroup) WaitSettled(tb testing.TB, master string, timeout time.Duration) {
 	tb.Helper()
 	ctx := context.Background()
 	deadline := time.Now().Add(timeout)
