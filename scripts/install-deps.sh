@@ -38,6 +38,13 @@ have_postgres() { [ -x "$PG_BIN/postgres" ] && [ -x "$PG_BIN/initdb" ]; }
 # go test -race needs cgo, so a C compiler and the C library headers.
 have_cc() { command -v gcc >/dev/null 2>&1 && [ -e /usr/include/stdlib.h ]; }
 have_chromium() { command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ]; }
+# The Sentinel failover tests run redis-sentinel; the partition tests run ip
+# (netns, veth) and tc from iproute2.
+have_sentinel() { command -v redis-sentinel >/dev/null 2>&1 || [ -x /usr/bin/redis-sentinel ]; }
+have_iproute() {
+	{ command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || [ -x /usr/bin/ip ]; } &&
+		{ command -v tc >/dev/null 2>&1 || [ -x /usr/sbin/tc ] || [ -x /sbin/tc ]; }
+}
 
 missing=()
 have_redis || missing+=(redis-server)
@@ -47,9 +54,11 @@ have_cc || missing+=(gcc libc6-dev)
 have_chromium || missing+=(chromium)
 # make bench-load drives the closed-loop scenarios with wrk.
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+have_sentinel || missing+=(redis-sentinel)
+have_iproute || missing+=(iproute2)
 
 if [ "${#missing[@]}" -eq 0 ]; then
-	log "redis-server, nginx, PostgreSQL 15, gcc, chromium and wrk are already installed"
+	log "redis-server, redis-sentinel, nginx, PostgreSQL 15, gcc, iproute2, chromium and wrk are already installed"
 else
 	command -v apt-get >/dev/null 2>&1 || die "apt-get not found: this script supports Debian 12 only; install ${missing[*]} by hand"
 
@@ -79,6 +88,8 @@ else
 	have_cc || die "gcc still missing after installing gcc libc6-dev"
 	have_chromium || die "chromium still missing after installing chromium"
 	command -v wrk >/dev/null 2>&1 || die "wrk still missing after installing wrk"
+	have_sentinel || die "redis-sentinel still missing after installing redis-sentinel"
+	have_iproute || die "ip or tc still missing after installing iproute2"
 	log "installed: ${missing[*]}"
 fi
 
@@ -87,7 +98,7 @@ fi
 # edits symlinks), but stopping needs the init system that started them.
 systemd_running=false
 [ -d /run/systemd/system ] && systemd_running=true
-for svc in redis-server nginx postgresql; do
+for svc in redis-server redis-sentinel nginx postgresql; do
 	[ -e "/etc/init.d/$svc" ] || [ -e "/lib/systemd/system/$svc.service" ] || continue
 	if $systemd_running; then
 		if systemctl is-active --quiet "$svc"; then

@@ -160,6 +160,25 @@ func (r *Reader) Prefixes(key, def string) []netip.Prefix {
 	return out
 }
 
+// HostPorts returns a comma-separated list of host:port addresses, such as
+// REDIS_SENTINELS; unset means none.
+func (r *Reader) HostPorts(key string) []string {
+	var out []string
+	for _, part := range strings.Split(r.String(key, ""), ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		host, port, err := net.SplitHostPort(part)
+		if n, perr := strconv.Atoi(port); err != nil || host == "" || perr != nil || n < 1 || n > 65535 {
+			r.fail(key, "%q is not a host:port such as 10.0.0.5:26379", part)
+			continue
+		}
+		out = append(out, part)
+	}
+	return out
+}
+
 // URL returns a variable holding a URL whose scheme is one of schemes.
 func (r *Reader) URL(key, def string, schemes ...string) string {
 	v := r.String(key, def)

@@ -88,6 +88,35 @@ func TestDotEnvValue(t *testing.T) {
 	}
 }
 
+func TestSentinelSettings(t *testing.T) {
+	env := map[string]string{"REDIS_SENTINELS": " 10.0.0.5:26379, s2:26379 ,", "REDIS_SENTINEL_PASSWORD": "sentinel-secret",
+		"REDIS_URL": "redis://:redis-secret@mymaster/2"}
+	r := NewReader(func(k string) string { return env[k] })
+	b := LoadBase(r, 3000)
+	if err := r.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(b.RedisSentinels, "|") != "10.0.0.5:26379|s2:26379" || b.RedisMasterName != "mymaster" {
+		t.Errorf("sentinels %q master %q", b.RedisSentinels, b.RedisMasterName)
+	}
+	if got := b.RedisTarget(); strings.Contains(got, "secret") || !strings.Contains(got, "s2:26379") {
+		t.Errorf("RedisTarget leaks or omits: %s", got)
+	}
+	if got := (Base{RedisURL: "redis://:pw@h:1/0"}).RedisTarget(); got != "redis://:***@h:1/0" {
+		t.Errorf("single Redis target %q", got)
+	}
+
+	env = map[string]string{"REDIS_SENTINELS": "10.0.0.5,h:99999", "REDIS_MASTER_NAME": "my master"}
+	r = NewReader(func(k string) string { return env[k] })
+	LoadBase(r, 3000)
+	err := r.Err()
+	for _, want := range []string{`REDIS_SENTINELS: "10.0.0.5"`, `REDIS_SENTINELS: "h:99999"`, "REDIS_MASTER_NAME"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error does not say %s: %v", want, err)
+		}
+	}
+}
+
 func TestLoopbackAddr(t *testing.T) {
 	for addr, ok := range map[string]bool{"": true, "127.0.0.1:6060": true, "[::1]:6060": true, "localhost:6060": true,
 		"0.0.0.0:6060": false, "10.0.0.1:6060": false, "6060": false} {

@@ -31,14 +31,14 @@ func run(ctx context.Context, getenv config.Getenv, stdout io.Writer, ready chan
 	defer func() { _ = log.Sync() }()
 	log.Info("starting", zap.String("addr", cfg.Addr()), zap.String("adminUser", cfg.AdminUser),
 		zap.String("adminPass", config.Mask(cfg.AdminPass)), zap.String("jwtSecret", config.Mask(cfg.JWTSecret)),
-		zap.String("jwtExpiresIn", cfg.JWTExpiresIn), zap.String("redis", config.MaskURL(cfg.RedisURL)),
+		zap.String("jwtExpiresIn", cfg.JWTExpiresIn), zap.String("redis", cfg.RedisTarget()),
 		zap.Int("loginLimit", cfg.LoginLimit), zap.Duration("throttleTTL", cfg.ThrottleTTL))
 
 	issuer, err := jwtauth.NewIssuer(cfg.JWTSecret, cfg.JWTExpiresIn, time.Now)
 	if err != nil {
 		return err
 	}
-	rdb, err := redisconn.Open(cfg.RedisURL, 0)
+	rdb, err := redisconn.OpenConfig(cfg.Base, 0)
 	if err != nil {
 		return err
 	}

@@ -33,13 +33,13 @@ func run(ctx context.Context, getenv config.Getenv, stdout io.Writer, ready chan
 		return err
 	}
 	defer func() { _ = log.Sync() }()
-	log.Info("starting", zap.String("addr", cfg.Addr()), zap.String("redis", config.MaskURL(cfg.RedisURL)),
+	log.Info("starting", zap.String("addr", cfg.Addr()), zap.String("redis", cfg.RedisTarget()),
 		zap.String("database", config.MaskURL(cfg.DatabaseURL)), zap.String("coingecko", cfg.CoinGeckoURL),
 		zap.String("coingeckoKey", config.Mask(cfg.CoinGeckoKey)), zap.Int("coingeckoRateLimit", cfg.CoinGeckoRateLimit),
 		zap.Int("coingeckoBurst", cfg.CoinGeckoBurst), zap.Duration("priceMaxAge", cfg.PriceMaxAge), zap.Duration("staleMaxAge", cfg.StaleMaxAge),
 		zap.Duration("window", cfg.BatchWindow), zap.Int("threshold", cfg.BatchThreshold), zap.Duration("lease", cfg.BatchLease))
 
-	rdb, err := redisconn.Open(cfg.RedisURL, 0)
+	rdb, err := redisconn.OpenConfig(cfg.Base, 0)
 	if err != nil {
 		return err
 	}

@@ -31,7 +31,7 @@ func run(ctx context.Context, getenv config.Getenv, stdout io.Writer, ready chan
 	}
 	defer func() { _ = log.Sync() }()
 	log.Info("starting", zap.String("addr", cfg.Addr()), zap.String("jwtSecret", config.Mask(cfg.JWTSecret)),
-		zap.String("redis", config.MaskURL(cfg.RedisURL)), zap.String("database", config.MaskURL(cfg.DatabaseURL)),
+		zap.String("redis", cfg.RedisTarget()), zap.String("database", config.MaskURL(cfg.DatabaseURL)),
 		zap.Int("dbPoolSize", cfg.DBPoolSize), zap.Duration("resultTimeout", cfg.ResultTimeout),
 		zap.Int("globalLimit", cfg.GlobalLimit), zap.Duration("throttleTTL", cfg.ThrottleTTL))
 
@@ -39,7 +39,7 @@ func run(ctx context.Context, getenv config.Getenv, stdout io.Writer, ready chan
 	if err != nil {
 		return err
 	}
-	rdb, err := redisconn.Open(cfg.RedisURL, cfg.RedisPoolSize)
+	rdb, err := redisconn.OpenConfig(cfg.Base, cfg.RedisPoolSize)
 	if err != nil {
 		return err
 	}

@@ -75,13 +75,17 @@ type Config struct {
 	// "-rate-limit", "1000").
 	Simulator bool
 	SimArgs   []string
+	// RedisURL, when set, is used instead of starting a Redis: one the
+	// caller runs and restarts itself (with persistence, say, or listening
+	// on a namespace link too), or the REDIS_URL that goes with
+	// REDIS_SENTINELS in Env. Stack.Redis is then nil.
+	RedisURL string
+	// SimHost is the address the simulator listens on, 127.0.0.1 when empty;
+	// a namespace link's host address lets a fetcher inside reach it.
+	SimHost string
 	// DatabaseURL, when set, is used instead of starting PostgreSQL, so
 	// tests can share one cluster (testkit's NewDatabase) across stacks.
 	DatabaseURL string
-	// RedisURL, when set, is used instead of starting Redis, for a caller
-	// that runs its own redis-server (with persistence, say) and restarts
-	// it itself; Stack.Redis is then nil.
-	RedisURL string
 	// Env adds to or overrides the environment of every service
 	// (BATCH_WINDOW_MS, JWT_SECRET, COINGECKO_BASE_URL, ...). PORT and
 	// INSTANCE_ID are the stack's own and cannot be overridden.
@@ -223,6 +227,10 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 		if err != nil {
 			return nil, err
 		}
+		if cfg.SimHost != "" {
+			_, port, _ := net.SplitHostPort(addr)
+			addr = net.JoinHostPort(cfg.SimHost, port)
+		}
 		s.Sim = s.newProc("cgsim", addr, s.bin["cgsim"],
 			append([]string{"-addr", addr}, cfg.SimArgs...), os.Environ(), "/_sim/calls")
 		if err := s.Sim.Start(ctx); err != nil {
@@ -243,7 +251,7 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 		list *[]*Proc
 	}{{"auth", cfg.Auths, &s.Auths}, {"gateway", cfg.Gateways, &s.Gateways}, {"fetcher", cfg.Fetchers, &s.Fetchers}} {
 		for range max(k.n, 0) {
-			p, err := s.newService(k.kind)
+			p, err := s.newService(k.kind, nil)
 			if err != nil {
 				return nil, err
 			}
@@ -376,6 +384,10 @@ func (s *Stack) buildEnv() error {
 
 func (s *Stack) logDir() string { return filepath.Join(s.cfg.Dir, "logs") }
 
+// LogDir holds one log file per instance, <name>.log, for tests that look
+// for what the services logged across restarts.
+func (s *Stack) LogDir() string { return s.logDir() }
+
 // newProc makes a Proc that logs through the stack.
 func (s *Stack) newProc(name, addr, bin string, args, env []string, health string) *Proc {
 	return &Proc{
@@ -392,14 +404,30 @@ func (s *Stack) newProc(name, addr, bin string, args, env []string, health strin
 	}
 }
 
+// Netns places an instance in a network namespace the caller made (see
+// testkit.Netns): it runs under `ip netns exec Name` and listens on Host.
+type Netns struct {
+	// Name is the namespace's name for `ip netns`.
+	Name string
+	// Host is the namespace's address the instance listens on; the host
+	// (nginx, health checks) must reach it.
+	Host string
+	// Env overrides the stack's environment for this instance, for the
+	// addresses that differ inside (DATABASE_URL, REDIS_URL).
+	Env map[string]string
+}
+
 // newService makes the next instance of kind (auth, gateway, fetcher) on a
-// free port, named kind-N, without starting it.
-func (s *Stack) newService(kind string) (*Proc, error) {
+// free port, named kind-N, without starting it; in ns when ns is not nil.
+func (s *Stack) newService(kind string, ns *Netns) (*Proc, error) {
 	addr, err := freeAddr()
 	if err != nil {
 		return nil, err
 	}
 	_, port, _ := net.SplitHostPort(addr)
+	if ns != nil {
+		addr = net.JoinHostPort(ns.Host, port)
+	}
 	s.next[kind]++
 	name := kind + "-" + strconv.Itoa(s.next[kind])
 	env := make(map[string]string, len(s.env)+2)
@@ -408,7 +436,16 @@ func (s *Stack) newService(kind string) (*Proc, error) {
 	}
 	env["PORT"] = port
 	env["INSTANCE_ID"] = name
-	return s.newProc(name, addr, s.bin[kind], nil, envList(env), "/health"), nil
+	if ns == nil {
+		return s.newProc(name, addr, s.bin[kind], nil, envList(env), "/health"), nil
+	}
+	for k, v := range ns.Env {
+		env[k] = v
+	}
+	env["HOST"] = ns.Host
+	// ip execs the service after entering the namespace, so signals reach
+	// the service itself.
+	return s.newProc(name, addr, "ip", []string{"netns", "exec", ns.Name, s.bin[kind]}, envList(env), "/health"), nil
 }
 
 // startAll starts procs concurrently and waits until all are healthy.
@@ -535,13 +572,17 @@ func (s *Stack) WaitRouted(ctx context.Context, name string) error {
 
 // AddGateway starts one more gateway, adds it to nginx's upstream (a
 // reload, as an operator would do) and returns once nginx routes to it.
-func (s *Stack) AddGateway(ctx context.Context) (*Proc, error) {
+func (s *Stack) AddGateway(ctx context.Context) (*Proc, error) { return s.AddGatewayIn(ctx, nil) }
+
+// AddGatewayIn is AddGateway for a gateway inside a network namespace (nil:
+// none), for partition tests.
+func (s *Stack) AddGatewayIn(ctx context.Context, ns *Netns) (*Proc, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return nil, errors.New("devstack: stack is closed")
 	}
-	p, err := s.newService("gateway")
+	p, err := s.newService("gateway", ns)
 	if err != nil {
 		return nil, err
 	}
@@ -563,13 +604,17 @@ func (s *Stack) AddGateway(ctx context.Context) (*Proc, error) {
 
 // AddFetcher starts one more fetcher, as `--scale fetcher=N` does: it joins
 // the consumer group by itself.
-func (s *Stack) AddFetcher(ctx context.Context) (*Proc, error) {
+func (s *Stack) AddFetcher(ctx context.Context) (*Proc, error) { return s.AddFetcherIn(ctx, nil) }
+
+// AddFetcherIn is AddFetcher for a fetcher inside a network namespace (nil:
+// none), for partition tests.
+func (s *Stack) AddFetcherIn(ctx context.Context, ns *Netns) (*Proc, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return nil, errors.New("devstack: stack is closed")
 	}
-	p, err := s.newService("fetcher")
+	p, err := s.newService("fetcher", ns)
 	if err != nil {
 		return nil, err
 	}

@@ -24,9 +24,10 @@ type Redis struct {
 	// across Stop and Start.
 	Addr string
 
-	bin  string
-	dir  string
-	port int
+	bin   string
+	dir   string
+	port  int
+	extra []string // more redis-server flags, after ours so they win
 
 	mu   sync.Mutex // guards proc, so Stop/Start/Close may race with Cleanup
 	proc *process   // nil while stopped
@@ -57,6 +58,13 @@ func StartRedis(tb testing.TB) *Redis {
 // PING. Port 0 picks a free port. It is for TestMain and dev stacks, where
 // there is no testing.TB; the caller must Close the server.
 func LaunchRedis(dir string, port int) (*Redis, error) {
+	return LaunchRedisArgs(dir, port)
+}
+
+// LaunchRedisArgs is LaunchRedis with more redis-server flags, which win
+// over testkit's own: "--bind", "127.0.0.1 10.213.0.1" to listen on a
+// namespace link too, "--replicaof", "127.0.0.1 6400" for a replica.
+func LaunchRedisArgs(dir string, port int, extra ...string) (*Redis, error) {
 	bin, err := findBinary("redis-server", "redis-server", "/usr/bin/redis-server")
 	if err != nil {
 		return nil, err
@@ -78,7 +86,7 @@ func LaunchRedis(dir string, port int) (*Redis, error) {
 				return nil, err
 			}
 		}
-		r := &Redis{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), bin: bin, dir: dir, port: port}
+		r := &Redis{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), bin: bin, dir: dir, port: port, extra: extra}
 		err = r.launch()
 		if err == nil {
 			return r, nil
@@ -106,14 +114,14 @@ func (r *Redis) launch() error {
 	// never reads the system's /etc/redis/redis.conf.
 	proc, err := startProcess(procSpec{
 		path: r.bin,
-		args: []string{
+		args: append([]string{
 			"--port", strconv.Itoa(r.port),
 			"--bind", "127.0.0.1",
 			"--save", "",
 			"--appendonly", "no",
 			"--dir", r.dir,
 			"--daemonize", "no",
-		},
+		}, r.extra...),
 		dir:     r.dir,
 		logPath: r.logPath(),
 	})
@@ -130,9 +138,12 @@ func (r *Redis) launch() error {
 
 // ping speaks RESP by hand rather than through go-redis, whose pool,
 // retries and backoff would make the readiness loop's timing opaque.
-func (r *Redis) ping(ctx context.Context) error {
+func (r *Redis) ping(ctx context.Context) error { return pingAddr(ctx, r.Addr) }
+
+// pingAddr sends one PING to a redis-server or Sentinel at addr.
+func pingAddr(ctx context.Context, addr string) error {
 	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", r.Addr)
+	conn, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return err
 	}
