@@ -184,6 +184,30 @@ func getJSON(base, path, token string) answer {
 	return a
 }
 
+// askInBackground sends path to every base URL at once, in the background;
+// wait returns the answers in order once all have come.
+func askInBackground(bases []string, path, token string) (wait func() []answer) {
+	var got []answer
+	done := make(chan struct{})
+	go func() {
+		got = concurrently(bases, func(b string) answer { return getJSON(b, path, token) })
+		close(done)
+	}()
+	return func() []answer { <-done; return got }
+}
+
+// fetcherNamed returns the stack's fetcher with that instance name.
+func fetcherNamed(t *testing.T, s *devstack.Stack, name string) *devstack.Proc {
+	t.Helper()
+	for _, f := range s.Fetchers {
+		if f.Name == name {
+			return f
+		}
+	}
+	t.Fatalf("%q is not one of the fetchers", name)
+	return nil
+}
+
 // concurrently runs fn for each base URL at once and returns the answers in order.
 func concurrently(bases []string, fn func(base string) answer) []answer {
 	out := make([]answer, len(bases))

@@ -113,13 +113,7 @@ func TestPartitionedFetcherLateCompletionIsRefused(t *testing.T) {
 	replies := countReplies(t, rdb)
 	simFault(t, s, `{"kind":"slow","delay_ms":6000,"times":1}`)
 
-	bases := []string{s.Gateways[0].URL(), s.Gateways[1].URL(), s.Gateways[0].URL()}
-	var got []answer
-	done := make(chan struct{})
-	go func() {
-		got = concurrently(bases, func(b string) answer { return getJSON(b, "/v1/price/bitcoin", tok) })
-		close(done)
-	}()
+	wait := askInBackground([]string{s.Gateways[0].URL(), s.Gateways[1].URL(), s.Gateways[0].URL()}, "/v1/price/bitcoin", tok)
 	eventually(t, 5*time.Second, "the upstream sees the first call", func() bool { return simCalls(t, s).Calls >= 1 })
 	callAt := time.Now()
 	if owner := batchOwner(t, rdb, "bitcoin:usd:"); owner != inside.Name {
@@ -133,7 +127,7 @@ func TestPartitionedFetcherLateCompletionIsRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	<-done
+	got := wait()
 	answered := time.Since(callAt)
 	// Back before the slow call ends (6 s after it started).
 	time.Sleep(4*time.Second - time.Since(callAt))

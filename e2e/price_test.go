@@ -194,29 +194,14 @@ func TestKilledFetcherBatchIsFinishedByAnother(t *testing.T) {
 	// The first call hangs, so whoever claims the batch is still holding it.
 	simFault(t, s, `{"kind":"slow","delay_ms":20000,"times":1}`)
 
-	bases := []string{s.Gateways[0].URL(), s.Gateways[1].URL(), s.Gateways[0].URL()}
-	var got []answer
-	done := make(chan struct{})
-	go func() {
-		got = concurrently(bases, func(b string) answer { return getJSON(b, "/v1/price/bitcoin", tok) })
-		close(done)
-	}()
+	wait := askInBackground([]string{s.Gateways[0].URL(), s.Gateways[1].URL(), s.Gateways[0].URL()}, "/v1/price/bitcoin", tok)
 
 	eventually(t, 5*time.Second, "the upstream sees the first call", func() bool { return simCalls(t, s).Calls >= 1 })
 	owner := batchOwner(t, rdb, "bitcoin:usd:")
-	var victim *devstack.Proc
-	for _, f := range s.Fetchers {
-		if f.Name == owner {
-			victim = f
-		}
-	}
-	if victim == nil {
-		t.Fatalf("batch owner %q is not one of the fetchers", owner)
-	}
-	if err := victim.Signal(syscall.SIGKILL); err != nil {
+	if err := fetcherNamed(t, s, owner).Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	<-done
+	got := wait()
 	for i, a := range got {
 		if a.Status != http.StatusOK {
 			t.Fatalf("waiter %d: status %d %s", i, a.Status, a.Raw)

@@ -2,7 +2,6 @@ package worker
 
 import (
 	"context"
-	"errors"
 	"strconv"
 	"strings"
 	"sync"
@@ -11,6 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
+	"cryptopulse/libs/redisconn"
 	"cryptopulse/services/fetcher/internal/batch"
 )
 
@@ -82,28 +82,7 @@ func (w *waker) wait(ctx context.Context, poll time.Duration) bool {
 // listen follows batch.WakeChannel until ctx is done. Every (re)subscription
 // wakes the flusher too: announcements sent while it was away are lost.
 func (w *waker) listen(ctx context.Context) {
-	ps := w.rdb.Subscribe(ctx, batch.WakeChannel)
-	stop := context.AfterFunc(ctx, func() { _ = ps.Close() })
-	defer stop()
-	defer ps.Close()
-	for ctx.Err() == nil {
-		msg, err := ps.ReceiveTimeout(ctx, 5*time.Second)
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			var ne interface{ Timeout() bool }
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
-			}
-			w.log.Debug("wake-up subscription interrupted; retrying", zap.Error(err))
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(250 * time.Millisecond):
-			}
-			continue
-		}
+	redisconn.Receive(ctx, w.rdb.Subscribe(ctx, batch.WakeChannel), w.log, "wake-up", func(msg any) {
 		switch m := msg.(type) {
 		case *redis.Subscription:
 			w.now()
@@ -112,7 +91,7 @@ func (w *waker) listen(ctx context.Context) {
 				w.at(t)
 			}
 		}
-	}
+	})
 }
 
 // parseWake turns "<due ms> <now ms>" (Redis time) into a local time.

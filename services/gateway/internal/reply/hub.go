@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap"
 
 	"cryptopulse/libs/price"
+	"cryptopulse/libs/redisconn"
 )
 
 // Hub routes replies to waiting requests.
@@ -135,29 +136,7 @@ func (h *Hub) Run(ctx context.Context) {
 
 	pattern := price.ReplyPattern(h.gateway)
 	prefix := price.ReplyChannel(h.gateway, "")
-	ps := h.rdb.PSubscribe(ctx, pattern)
-	// A blocked read does not watch ctx; closing the subscription ends it.
-	stop := context.AfterFunc(ctx, func() { _ = ps.Close() })
-	defer stop()
-	defer ps.Close()
-	for ctx.Err() == nil {
-		msg, err := ps.ReceiveTimeout(ctx, 5*time.Second)
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			var ne interface{ Timeout() bool }
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
-			}
-			h.log.Warn("reply subscription interrupted; retrying", zap.Error(err))
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(250 * time.Millisecond):
-			}
-			continue
-		}
+	redisconn.Receive(ctx, h.rdb.PSubscribe(ctx, pattern), h.log, "reply", func(msg any) {
 		switch m := msg.(type) {
 		case *redis.Subscription:
 			h.once.Do(func() { close(h.ready) })
@@ -169,7 +148,7 @@ func (h *Hub) Run(ctx context.Context) {
 				h.deliver(id, m.Payload)
 			}
 		}
-	}
+	})
 }
 
 // recheckEvery is how often one waiting request's result key is read.
