@@ -270,10 +270,14 @@ func (n *Netns) Close() error {
 	}
 	// Deleting the namespace destroys its veth ends and so their peers; an
 	// explicit delete covers a namespace a lingering process keeps alive.
+	// The kernel tears the pair down asynchronously, so a device seen a
+	// moment ago may be gone by the time it is deleted: that is success.
 	for _, l := range n.Links {
 		if _, err := net.InterfaceByName(l.hostDev); err == nil {
 			if err := n.ip("link", "del", l.hostDev); err != nil {
-				errs = append(errs, err)
+				if _, still := net.InterfaceByName(l.hostDev); still == nil {
+					errs = append(errs, err)
+				}
 			}
 		}
 	}
