@@ -96,6 +96,7 @@ func mostTellingStatus(errs []price.CoinError) int {
 // pending is one id of a GET /v1/prices on its way through a batch.
 type pending struct {
 	req     price.Request
+	values  []any // req's stream fields
 	replies <-chan price.Reply
 	cancel  func()
 	xadd    *redis.StringCmd
@@ -134,6 +135,7 @@ func handlePrices(d deps) fiber.Handler {
 				TimeoutMS: d.cfg.ResultTimeout.Milliseconds(), Gateway: d.cfg.InstanceID,
 			}
 			p.req.ReplyTo = price.ReplyChannel(d.cfg.InstanceID, p.req.ID)
+			p.values = p.req.Values()
 			// Listening before publishing, as for a single price.
 			p.replies, p.cancel = d.hub.Register(p.req.ID)
 			defer p.cancel()
@@ -143,7 +145,7 @@ func handlePrices(d deps) fiber.Handler {
 		pipe := d.redis.Pipeline()
 		for i := range ps {
 			ps[i].xadd = pipe.XAdd(ctx, &redis.XAddArgs{
-				Stream: price.StreamKey, MaxLen: d.cfg.StreamMaxLen, Approx: true, Values: ps[i].req.Values(),
+				Stream: price.StreamKey, MaxLen: d.cfg.StreamMaxLen, Approx: true, Values: ps[i].values,
 			})
 		}
 		_, execErr := pipe.Exec(ctx)
@@ -153,7 +155,7 @@ func handlePrices(d deps) fiber.Handler {
 		for _, p := range ps {
 			if p.xadd.Err() == nil {
 				queued++
-				d.hub.Sent(p.req.ID, p.xadd.Val(), p.req.Values(), deadline)
+				d.hub.Sent(p.req.ID, p.xadd.Val(), p.values, deadline)
 			}
 		}
 		if queued == 0 {

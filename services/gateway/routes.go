@@ -168,8 +168,9 @@ func handlePrice(d deps) fiber.Handler {
 		// The throttle and the XADD are one script, one round trip: the
 		// profile of the hot path had the two round trips as its largest
 		// cost, and a throttled request still never reaches the stream.
+		values := req.Values()
 		entryID, err := d.limiter.EnforceAdd(c, throttle.Entry{
-			Stream: price.StreamKey, MaxLen: d.cfg.StreamMaxLen, Values: req.Values(),
+			Stream: price.StreamKey, MaxLen: d.cfg.StreamMaxLen, Values: values,
 		}, d.priceRule(c))
 		if err != nil {
 			var herr *httperr.Error
@@ -180,7 +181,7 @@ func handlePrice(d deps) fiber.Handler {
 		}
 		c.Set("X-Price-Request-Id", req.ID)
 		c.Set("X-Stream-Entry-Id", entryID)
-		d.hub.Sent(req.ID, entryID, req.Values(), time.Now().Add(d.cfg.ResultTimeout))
+		d.hub.Sent(req.ID, entryID, values, time.Now().Add(d.cfg.ResultTimeout))
 
 		timer := time.NewTimer(d.cfg.ResultTimeout)
 		defer timer.Stop()

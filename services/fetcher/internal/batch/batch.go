@@ -318,13 +318,9 @@ func (s *Store) Claim(ctx context.Context, owner string, max int) (Claim, error)
 // Shed answers with payload the requests of waiting batch id whose clients
 // give up before cutoff, and returns how many it answered.
 func (s *Store) Shed(ctx context.Context, id string, cutoff time.Time, payload []byte) (int, error) {
-	now, err := s.Now(ctx)
-	if err != nil {
-		return 0, err
-	}
-	// cutoff is on the local clock; the script compares Redis times.
-	cut := now.Add(time.Until(cutoff)).UnixMilli()
-	n, err := shed.Run(ctx, s.rdb, []string{DueKey}, id, cut, payload,
+	// The script adds this to its own Redis TIME: no clock read of ours.
+	in := time.Until(cutoff).Milliseconds()
+	n, err := shed.Run(ctx, s.rdb, []string{DueKey}, id, in, payload,
 		s.set.ResultTTL.Milliseconds(), s.set.Keep.Milliseconds()).Int()
 	if err != nil {
 		return 0, fmt.Errorf("shed batch %s: %w", id, err)
@@ -415,15 +411,6 @@ func (s *Store) Complete(ctx context.Context, owner, id string, payload []byte, 
 		return 0, ErrLeaseLost
 	}
 	return n, nil
-}
-
-// Now reads Redis TIME, the one clock all fetchers share.
-func (s *Store) Now(ctx context.Context) (time.Time, error) {
-	t, err := s.rdb.Time(ctx).Result()
-	if err != nil {
-		return time.Time{}, fmt.Errorf("redis time: %w", err)
-	}
-	return t, nil
 }
 
 func toAny(ss []string) []any {

@@ -197,12 +197,13 @@ return {now, out, next_due, slot, waiting}
 `)
 
 // shed answers, with the given payload, the requests of a waiting batch
-// whose deadline comes before cutoff ms: they cannot wait for the next
+// whose deadline comes before the cutoff: they cannot wait for the next
 // upstream slot. The rest keep waiting. A batch left empty is done.
-// KEYS: due zset. ARGV: batch id, cutoff ms, payload, result ttl ms, keep ms.
+// KEYS: due zset. ARGV: batch id, cutoff as ms from now, payload, result
+// ttl ms, keep ms.
 // Returns the number of requests answered.
 var shed = redis.NewScript(luaNow + `
-local id, cutoff = ARGV[1], tonumber(ARGV[2])
+local id, cutoff = ARGV[1], now + tonumber(ARGV[2])
 local bkey = 'cp:batch:' .. id
 local b = redis.call('HMGET', bkey, 'coin', 'currency', 'state')
 if not b[1] or b[3] == 'done' or b[3] == 'flushing' then

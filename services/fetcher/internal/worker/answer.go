@@ -26,8 +26,6 @@ type LatestReader interface {
 
 var _ LatestReader = (*pricedb.Store)(nil)
 
-const snapshotSource = price.SourceSnapshot
-
 // answerer completes batches: it builds each batch's reply and hands it to
 // the store, which publishes it to every waiting request.
 type answerer struct {

@@ -9,6 +9,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
+	"cryptopulse/libs/price"
 	"cryptopulse/services/fetcher/internal/batch"
 )
 
@@ -189,7 +190,7 @@ func (f *Flusher) flush(ctx context.Context, claimed []batch.Claimed) {
 				zap.String("batch", c.ID), zap.Int("attempt", c.Attempt))
 		}
 		switch {
-		case c.Source == snapshotSource:
+		case c.Source == price.SourceSnapshot:
 			snap = append(snap, c)
 		case time.Until(c.Deadline.Add(-f.cfg.Margin)) < minCallTime:
 			late = append(late, c)
