@@ -208,6 +208,28 @@ func fetcherNamed(t *testing.T, s *devstack.Stack, name string) *devstack.Proc {
 	return nil
 }
 
+// askInLoop runs clients that each ask for a coin's price through nginx in a
+// loop (client i asks for coins[i%len(coins)]) until stop is closed, handing
+// every answer and when it was sent to record.
+func askInLoop(s *devstack.Stack, token string, clients int, coins []string, stop <-chan struct{}, wg *sync.WaitGroup,
+	record func(sent time.Time, a answer)) {
+	for i := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				sent := time.Now()
+				record(sent, getJSON(s.URL, "/v1/price/"+coins[i%len(coins)], token))
+			}
+		}()
+	}
+}
+
 // concurrently runs fn for each base URL at once and returns the answers in order.
 func concurrently(bases []string, fn func(base string) answer) []answer {
 	out := make([]answer, len(bases))

@@ -32,27 +32,15 @@ type load struct {
 func startLoad(s *devstack.Stack, token string, clients int) *load {
 	l := &load{failed: map[string]int{}, stop: make(chan struct{})}
 	coins := []string{"bitcoin", "ethereum", "solana", "cardano", "dogecoin"}
-	for i := range clients {
-		l.wg.Add(1)
-		go func() {
-			defer l.wg.Done()
-			for {
-				select {
-				case <-l.stop:
-					return
-				default:
-				}
-				a := getJSON(s.URL, "/v1/price/"+coins[i%len(coins)], token)
-				if a.Err == nil && a.Status == http.StatusOK {
-					l.ok.Add(1)
-					continue
-				}
-				l.mu.Lock()
-				l.failed[fmt.Sprintf("%d %v %.80s", a.Status, a.Err, a.Raw)]++
-				l.mu.Unlock()
-			}
-		}()
-	}
+	askInLoop(s, token, clients, coins, l.stop, &l.wg, func(_ time.Time, a answer) {
+		if a.Err == nil && a.Status == http.StatusOK {
+			l.ok.Add(1)
+			return
+		}
+		l.mu.Lock()
+		l.failed[fmt.Sprintf("%d %v %.80s", a.Status, a.Err, a.Raw)]++
+		l.mu.Unlock()
+	})
 	return l
 }
 

@@ -38,30 +38,17 @@ type timedAnswer struct {
 func startTimedLoad(s *devstack.Stack, token string, clients int) *timedLoad {
 	l := &timedLoad{stop: make(chan struct{})}
 	coins := []string{"bitcoin", "ethereum", "solana", "cardano"}
-	for i := range clients {
-		l.wg.Add(1)
-		go func() {
-			defer l.wg.Done()
-			for {
-				select {
-				case <-l.stop:
-					return
-				default:
-				}
-				sent := time.Now()
-				a := getJSON(s.URL, "/v1/price/"+coins[i%len(coins)], token)
-				ta := timedAnswer{sent: sent, ended: time.Now(), status: a.Status}
-				if a.Err != nil || a.Status != http.StatusOK {
-					ta.what = fmt.Sprintf("%d %v %.90s", a.Status, a.Err, a.Raw)
-					// A failing stack answers at once; do not spin.
-					time.Sleep(20 * time.Millisecond)
-				}
-				l.mu.Lock()
-				l.done = append(l.done, ta)
-				l.mu.Unlock()
-			}
-		}()
-	}
+	askInLoop(s, token, clients, coins, l.stop, &l.wg, func(sent time.Time, a answer) {
+		ta := timedAnswer{sent: sent, ended: time.Now(), status: a.Status}
+		if a.Err != nil || a.Status != http.StatusOK {
+			ta.what = fmt.Sprintf("%d %v %.90s", a.Status, a.Err, a.Raw)
+			// A failing stack answers at once; do not spin.
+			time.Sleep(20 * time.Millisecond)
+		}
+		l.mu.Lock()
+		l.done = append(l.done, ta)
+		l.mu.Unlock()
+	})
 	return l
 }
 
