@@ -62,7 +62,8 @@ func NewHub(rdb *redis.Client, gateway string, log *zap.Logger) *Hub {
 	}
 }
 
-// Ready is closed once the subscription has been confirmed the first time.
+// Ready is closed once the subscription has been confirmed the first time
+// and the first look for lost requests (which learns the run_id) is done.
 func (h *Hub) Ready() <-chan struct{} { return h.ready }
 
 // Register starts waiting for the reply to requestID. The returned channel
@@ -139,10 +140,12 @@ func (h *Hub) Run(ctx context.Context) {
 	redisconn.Receive(ctx, h.rdb.PSubscribe(ctx, pattern), h.log, "reply", func(msg any) {
 		switch m := msg.(type) {
 		case *redis.Subscription:
-			h.once.Do(func() { close(h.ready) })
 			h.log.Debug("reply subscription confirmed", zap.String("pattern", pattern))
 			h.sweep(ctx, 0)
 			h.resendLost(ctx)
+			// Ready only once the server's run_id is known: a request sent
+			// before that could not be told lost by a restart that follows.
+			h.once.Do(func() { close(h.ready) })
 		case *redis.Message:
 			if id, ok := strings.CutPrefix(m.Channel, prefix); ok {
 				h.deliver(id, m.Payload)
