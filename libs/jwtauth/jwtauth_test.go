@@ -274,3 +274,33 @@ func TestParseExpiresIn(t *testing.T) {
 		}
 	}
 }
+
+// A token the verifier has already accepted (and keeps) is still refused
+// once it expires, and a token that differs by one signature character is
+// not taken for it.
+func TestKeptTokenStillExpires(t *testing.T) {
+	at := now
+	v, err := jwtauth.NewVerifier(secret, func() time.Time { return at })
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := sign(t, hs256, claims(func(c map[string]any) { c["exp"] = now.Add(time.Minute).Unix() }), secret, nil)
+	for range 3 {
+		if c, err := v.Verify(tok); err != nil || c.Subject != "admin" {
+			t.Fatalf("Verify = %+v, %v; want the claims", c, err)
+		}
+	}
+	sig := strings.LastIndexByte(tok, '.') + 5
+	other := tok[:sig] + map[bool]string{true: "B", false: "A"}[tok[sig] == 'A'] + tok[sig+1:]
+	if _, err := v.Verify(other); !errors.Is(err, jwtauth.ErrInvalidToken) {
+		t.Fatalf("a forged signature next to a kept token: %v, want ErrInvalidToken", err)
+	}
+	at = now.Add(time.Minute + 4*time.Second) // inside the leeway
+	if _, err := v.Verify(tok); err != nil {
+		t.Fatalf("within the leeway: %v", err)
+	}
+	at = now.Add(time.Minute + 6*time.Second)
+	if _, err := v.Verify(tok); !errors.Is(err, jwtauth.ErrInvalidToken) {
+		t.Fatalf("expired kept token: %v, want ErrInvalidToken", err)
+	}
+}
