@@ -395,15 +395,60 @@ const (
 // price, in the same atomic step. It returns
 // how many requests were answered, or ErrLeaseLost.
 func (s *Store) Complete(ctx context.Context, owner, id string, payload []byte, rec *Record) (int, error) {
-	args := []any{owner, id, payload, s.set.ResultTTL.Milliseconds(), s.set.Keep.Milliseconds(), s.set.RecordsMaxLen}
-	if rec == nil {
+	return completed(id, complete.Run(ctx, s.rdb, completeKeys, s.completeArgs(owner, Completion{id, payload, rec})...))
+}
+
+// Completion is one batch's answer: the reply payload and, for a fetched
+// price, its record.
+type Completion struct {
+	ID      string
+	Payload []byte
+	Record  *Record
+}
+
+// CompleteAll answers the batches of one flush in one round trip (each
+// still its own atomic script run), and returns, in order, the requests
+// each answered or its error (ErrLeaseLost among them).
+func (s *Store) CompleteAll(ctx context.Context, owner string, batches []Completion) ([]int, []error) {
+	ns, errs := make([]int, len(batches)), make([]error, len(batches))
+	if len(batches) == 1 {
+		ns[0], errs[0] = s.Complete(ctx, owner, batches[0].ID, batches[0].Payload, batches[0].Record)
+		return ns, errs
+	}
+	cmds := make([]*redis.Cmd, len(batches))
+	_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, b := range batches {
+			cmds[i] = complete.EvalSha(ctx, p, completeKeys, s.completeArgs(owner, b)...)
+		}
+		return nil
+	})
+	for i, b := range batches {
+		if err := cmds[i].Err(); err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+			// Redis lost its script cache (a restart): Run loads it again.
+			ns[i], errs[i] = s.Complete(ctx, owner, b.ID, b.Payload, b.Record)
+			continue
+		}
+		ns[i], errs[i] = completed(b.ID, cmds[i])
+	}
+	return ns, errs
+}
+
+var completeKeys = []string{DueKey, price.RecordsStream}
+
+func (s *Store) completeArgs(owner string, b Completion) []any {
+	args := []any{owner, b.ID, b.Payload, s.set.ResultTTL.Milliseconds(), s.set.Keep.Milliseconds(), s.set.RecordsMaxLen}
+	if rec := b.Record; rec == nil {
 		args = append(args, "", 0, 0)
 	} else {
 		args = append(args, rec.Price, rec.FetchedAt.UnixMilli(), s.set.LastTTL.Milliseconds())
 		args = append(args, RecCoin, rec.Coin, RecCurrency, rec.Currency, RecPrice, rec.Price,
 			RecFetchedAt, rec.FetchedAt.UTC().Format(time.RFC3339Nano), RecBatchID, rec.BatchID)
 	}
-	n, err := complete.Run(ctx, s.rdb, []string{DueKey, price.RecordsStream}, args...).Int()
+	return args
+}
+
+func completed(id string, cmd *redis.Cmd) (int, error) {
+	n, err := cmd.Int()
 	if err != nil {
 		return 0, fmt.Errorf("complete batch %s: %w", id, err)
 	}

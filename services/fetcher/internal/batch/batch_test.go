@@ -257,3 +257,57 @@ func claimBatches(s *Store, ctx context.Context, owner string, max int) ([]Claim
 	c, err := s.Claim(ctx, owner, max)
 	return c.Batches, err
 }
+
+// The batches of one flush are answered in one round trip, each on its own
+// terms: a batch whose lease went to another fetcher is not answered, the
+// others are, with their own payloads.
+func TestCompleteAllAnswersEachBatchOnItsOwn(t *testing.T) {
+	s, rdb := newStore(t, settings)
+	ctx := context.Background()
+	coins := []string{"bitcoin", "ethereum", "tron"}
+	for _, coin := range coins {
+		for i := range 3 {
+			entry, r := add(t, rdb, coin, fmt.Sprint(coin, i))
+			if _, err := s.Enqueue(ctx, entry, r); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	claimed, err := claimBatches(s, ctx, "f1", 10)
+	if err != nil || len(claimed) != 3 {
+		t.Fatalf("claim: %v %v", claimed, err)
+	}
+	// ethereum's batch has been taken over by f2 meanwhile.
+	var lost string
+	for _, c := range claimed {
+		if c.Coin == "ethereum" {
+			lost = c.ID
+		}
+	}
+	if err := rdb.HSet(ctx, "cp:batch:"+lost, "owner", "f2").Err(); err != nil {
+		t.Fatal(err)
+	}
+	done := make([]Completion, len(claimed))
+	for i, c := range claimed {
+		done[i] = Completion{ID: c.ID, Payload: []byte(fmt.Sprintf(`{"status":200,"coinId":%q}`, c.Coin))}
+	}
+	ns, errs := s.CompleteAll(ctx, "f1", done)
+	for i, c := range claimed {
+		want, wantErr := 3, error(nil)
+		if c.ID == lost {
+			want, wantErr = 0, ErrLeaseLost
+		}
+		if ns[i] != want || errs[i] != wantErr {
+			t.Errorf("%s: answered %d, %v; want %d, %v", c.Coin, ns[i], errs[i], want, wantErr)
+		}
+		for j := range 3 {
+			v, _ := rdb.Get(ctx, price.ResultKey(fmt.Sprint(c.Coin, j))).Result()
+			if c.ID == lost && v != "" {
+				t.Errorf("%s answered although its lease was lost: %s", c.Coin, v)
+			}
+			if c.ID != lost && v != string(done[i].Payload) {
+				t.Errorf("%s result %q, want %s", c.Coin, v, done[i].Payload)
+			}
+		}
+	}
+}

@@ -39,45 +39,57 @@ type answerer struct {
 
 // all completes batches with the outcome of their upstream call.
 func (a *answerer) all(ctx context.Context, batches []batch.Claimed, quote coingecko.Quote, ferr error) {
-	for _, c := range batches {
+	replies, recs := make([]price.Reply, len(batches)), make([]*batch.Record, len(batches))
+	for i, c := range batches {
 		// fetchedAt is Redis time, the one clock.
 		fetchedAt := c.RedisNow()
-		r, rec := a.replyFor(c, quote, ferr, fetchedAt)
+		replies[i], recs[i] = a.replyFor(c, quote, ferr, fetchedAt)
 		if ferr != nil {
-			r = a.staleOr(ctx, c, r, fetchedAt)
+			replies[i] = a.staleOr(ctx, c, replies[i], fetchedAt)
 		}
-		a.complete(ctx, c, r, rec)
 	}
+	a.complete(ctx, batches, replies, recs)
 }
 
 // fromSnapshot completes batches with their coin's newest price, fetched
 // less than PRICE_MAX_AGE_MS ago, without an upstream call or a new row.
 func (a *answerer) fromSnapshot(ctx context.Context, batches []batch.Claimed) {
-	for _, c := range batches {
+	replies := make([]price.Reply, len(batches))
+	for i, c := range batches {
 		r := a.base(c)
 		r.Batch.Source = price.SourceSnapshot
 		r.Status, r.Price = http.StatusOK, json.Number(c.Snapshot.Price)
 		r.FetchedAt = c.Snapshot.FetchedAt.UTC().Format(price.TimeFormat)
-		a.complete(ctx, c, r, nil)
+		replies[i] = r
 	}
+	a.complete(ctx, batches, replies, make([]*batch.Record, len(batches)))
 }
 
-func (a *answerer) complete(ctx context.Context, c batch.Claimed, r price.Reply, rec *batch.Record) {
-	payload, _ := json.Marshal(r)
-	n, err := a.store.Complete(ctx, a.name, c.ID, payload, rec)
-	switch {
-	case errors.Is(err, batch.ErrLeaseLost):
-		a.log.Warn("batch was taken over before we answered; leaving it to the new owner", zap.String("batch", c.ID))
-		return
-	case err != nil:
-		// The lease will run out and another fetcher will answer.
-		a.log.Error("answering a batch failed", zap.String("batch", c.ID), zap.Error(err))
-		return
+// complete hands the batches' replies (and records, nil for none) to the
+// store in one round trip: a hot coin's flush holds several batches.
+func (a *answerer) complete(ctx context.Context, batches []batch.Claimed, replies []price.Reply, recs []*batch.Record) {
+	out := make([]batch.Completion, len(batches))
+	for i, c := range batches {
+		payload, _ := json.Marshal(replies[i])
+		out[i] = batch.Completion{ID: c.ID, Payload: payload, Record: recs[i]}
 	}
-	a.m.flushes.WithLabelValues(c.FlushReason, fmt.Sprint(r.Status)).Inc()
-	a.m.sizes.Observe(float64(n))
-	a.log.Debug("batch answered", zap.String("batch", c.ID), zap.Int("size", n), zap.String("reason", c.FlushReason),
-		zap.Int("status", r.Status), zap.String("source", r.Batch.Source), zap.Duration("age", c.Age))
+	ns, errs := a.store.CompleteAll(ctx, a.name, out)
+	for i, c := range batches {
+		r, n, err := replies[i], ns[i], errs[i]
+		switch {
+		case errors.Is(err, batch.ErrLeaseLost):
+			a.log.Warn("batch was taken over before we answered; leaving it to the new owner", zap.String("batch", c.ID))
+			continue
+		case err != nil:
+			// The lease will run out and another fetcher will answer.
+			a.log.Error("answering a batch failed", zap.String("batch", c.ID), zap.Error(err))
+			continue
+		}
+		a.m.flushes.WithLabelValues(c.FlushReason, fmt.Sprint(r.Status)).Inc()
+		a.m.sizes.Observe(float64(n))
+		a.log.Debug("batch answered", zap.String("batch", c.ID), zap.Int("size", n), zap.String("reason", c.FlushReason),
+			zap.Int("status", r.Status), zap.String("source", r.Batch.Source), zap.Duration("age", c.Age))
+	}
 }
 
 // shed answers 429 to the requests of waiting batch id whose clients give
