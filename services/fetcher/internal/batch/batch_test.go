@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -308,6 +309,61 @@ func TestCompleteAllAnswersEachBatchOnItsOwn(t *testing.T) {
 			if c.ID != lost && v != string(done[i].Payload) {
 				t.Errorf("%s result %q, want %s", c.Coin, v, done[i].Payload)
 			}
+		}
+	}
+}
+
+// What a user reads with redis-cli follows each request: size, the
+// earliest client deadline, the due time it pulls forward, and keys that
+// expire on their own.
+func TestEnqueueKeepsTheBatchFieldsAUserInspects(t *testing.T) {
+	set := settings
+	set.Window, set.Lead = 5*time.Second, 500*time.Millisecond
+	s, rdb := newStore(t, set)
+	ctx := context.Background()
+	entry, r := add(t, rdb, "bitcoin", "slow")
+	first, err := s.Enqueue(ctx, entry, r)
+	if err != nil || first.Size != 1 || first.Due.IsZero() {
+		t.Fatalf("first: %+v %v", first, err)
+	}
+	// A client that gives up in 2 s makes the batch due 500 ms before that.
+	r2 := price.Request{ID: "hasty", Coin: "bitcoin", Currency: "usd", ReplyTo: price.ReplyChannel("gw", "hasty"), TimeoutMS: 2000, Gateway: "gw"}
+	if err := rdb.XAdd(ctx, &redis.XAddArgs{Stream: price.StreamKey, Values: r2.Values()}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	res, err := rdb.XReadGroup(ctx, &redis.XReadGroupArgs{Group: price.Group, Consumer: "c", Streams: []string{price.StreamKey, ">"}, Count: 1}).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := s.Enqueue(ctx, res[0].Messages[0].ID, r2)
+	if err != nil || second.BatchID != first.BatchID || second.Size != 2 {
+		t.Fatalf("second: %+v %v", second, err)
+	}
+	if d := time.Until(second.Due); d < time.Second || d > 1600*time.Millisecond {
+		t.Errorf("due in %v, want about 1.5 s (2 s deadline - 500 ms lead)", d)
+	}
+	h, err := rdb.HGetAll(ctx, "cp:batch:"+first.BatchID).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	created, _ := strconv.ParseInt(h["created_ms"], 10, 64)
+	due, _ := strconv.ParseInt(h["due_ms"], 10, 64)
+	deadline, _ := strconv.ParseInt(h["deadline_ms"], 10, 64)
+	if h["size"] != "2" || h["state"] != "open" || h["coin"] != "bitcoin" || h["currency"] != "usd" || h["id"] != first.BatchID || h["attempt"] != "0" {
+		t.Errorf("batch hash %v", h)
+	}
+	if deadline-due != 500 || due-created > 1600 || due-created < 1000 {
+		t.Errorf("created %d, due %d, deadline %d: want due = the hasty deadline - 500 ms", created, due, deadline)
+	}
+	if score, err := rdb.ZScore(ctx, DueKey, first.BatchID).Result(); err != nil || int64(score) != due {
+		t.Errorf("due zset score %v (%v), want %d", score, err, due)
+	}
+	if reqs, _ := rdb.LRange(ctx, "cp:batch:"+first.BatchID+":requests", 0, -1).Result(); len(reqs) != 2 {
+		t.Errorf("requests %v", reqs)
+	}
+	for _, k := range []string{"cp:batch:" + first.BatchID, "cp:batch:" + first.BatchID + ":requests", "cp:batch:open:bitcoin:usd"} {
+		if ttl, _ := rdb.PTTL(ctx, k).Result(); ttl <= 0 || ttl > set.KeyTTL {
+			t.Errorf("%s expires in %v, want within KeyTTL %v", k, ttl, set.KeyTTL)
 		}
 	}
 }

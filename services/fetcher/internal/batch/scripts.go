@@ -84,41 +84,69 @@ end
 local coin, cur = ARGV[3], ARGV[4]
 local openKey = 'cp:batch:open:' .. coin .. ':' .. cur
 local id = redis.call('GET', openKey)
-local moved = 0
-if not id then
+-- Every redis.call costs more than the work it does, and this runs once
+-- per request: the batch's fields are read in one HMGET and written in one
+-- HSET, and a new batch's in one HSET with its first request.
+local b
+if id then
+  b = redis.call('HMGET', 'cp:batch:' .. id, 'deadline_ms', 'due_ms', 'state')
+  -- An open batch whose hash is gone (expired) is replaced.
+  if not b[1] then id = nil end
+end
+local created = not id
+if created then
   -- The Redis time makes ids unique across Redis lifetimes: after a restart
   -- without data the counter starts again, and Postgres already holds rows
   -- keyed by the old ids.
   id = coin .. ':' .. cur .. ':' .. now .. '-' .. redis.call('INCR', KEYS[3])
-  redis.call('HSET', 'cp:batch:' .. id, 'id', id, 'coin', coin, 'currency', cur, 'created_ms', now,
-    'due_ms', now + window, 'size', 0, 'state', 'open', 'deadline_ms', deadline, 'attempt', 0)
-  redis.call('PEXPIRE', 'cp:batch:' .. id, ttl)
   -- Closed by the claim (or at the threshold), not by expiry: a due batch
   -- waiting for an upstream slot keeps taking requests.
   redis.call('SET', openKey, id, 'PX', ttl)
-  redis.call('ZADD', KEYS[2], now + window, id)
-  moved = now + window
 end
 local bkey = 'cp:batch:' .. id
-redis.call('RPUSH', bkey .. ':requests', ARGV[5] .. ' ' .. ARGV[6] .. ' ' .. deadline)
-redis.call('PEXPIRE', bkey .. ':requests', ttl)
-local size = redis.call('HINCRBY', bkey, 'size', 1)
-if deadline < tonumber(redis.call('HGET', bkey, 'deadline_ms')) then
-  redis.call('HSET', bkey, 'deadline_ms', deadline)
+-- The list's length is the batch's size (shed and complete keep it so).
+local size = redis.call('RPUSH', bkey .. ':requests', ARGV[5] .. ' ' .. ARGV[6] .. ' ' .. deadline)
+if size == 1 then
+  redis.call('PEXPIRE', bkey .. ':requests', ttl)
 end
+local set = {'size', size}
+local old_deadline, due, state
+if created then
+  old_deadline, due, state = deadline, now + window, 'open'
+  for _, f in ipairs({'id', id, 'coin', coin, 'currency', cur, 'created_ms', now, 'due_ms', due,
+      'state', state, 'deadline_ms', deadline, 'attempt', 0}) do
+    table.insert(set, f)
+  end
+else
+  old_deadline, due, state = tonumber(b[1]), tonumber(b[2]), b[3]
+  if deadline < old_deadline then
+    table.insert(set, 'deadline_ms'); table.insert(set, deadline)
+  end
+end
+local moved = 0
+if created then moved = due end
 local latest = math.max(now, deadline - lead)
-if size < threshold and latest < tonumber(redis.call('HGET', bkey, 'due_ms')) then
-  redis.call('HSET', bkey, 'due_ms', latest)
-  redis.call('ZADD', KEYS[2], latest, id)
+if size < threshold and latest < due then
+  table.insert(set, 'due_ms'); table.insert(set, latest)
   moved = latest
 end
-if size >= threshold and redis.call('HGET', bkey, 'state') ~= 'full' then
-  redis.call('HSET', bkey, 'state', 'full', 'flush_reason', 'threshold', 'due_ms', now)
-  redis.call('ZADD', KEYS[2], now, id)
-  moved = now
-  if slot_at(KEYS[4], KEYS[5], interval, tolerance) <= now or fresh_snapshot(coin, cur, max_age) then
-    redis.call('DEL', openKey)
+local close = false
+if size >= threshold and state ~= 'full' then
+  for _, f in ipairs({'state', 'full', 'flush_reason', 'threshold', 'due_ms', now}) do
+    table.insert(set, f)
   end
+  moved = now
+  close = slot_at(KEYS[4], KEYS[5], interval, tolerance) <= now or fresh_snapshot(coin, cur, max_age)
+end
+redis.call('HSET', bkey, unpack(set))
+if created then
+  redis.call('PEXPIRE', bkey, ttl)
+end
+if moved > 0 then
+  redis.call('ZADD', KEYS[2], moved, id)
+end
+if close then
+  redis.call('DEL', openKey)
 end
 -- Due now needs no announcement: the caller claims it at once.
 if moved > now then
