@@ -7,6 +7,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -45,11 +46,37 @@ func TestWaitTCP(t *testing.T) {
 	}
 	l.Close()
 
+	// A closed port must be one nobody else can take while we wait: the
+	// other tests here start servers on free ports in parallel, and one of
+	// them was once handed the port just closed above. A socket that is
+	// bound but never listens holds its port and refuses every dial.
+	closed := boundNotListening(t)
 	ctx, cancel = context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
-	if err := WaitTCP(ctx, addr); !errors.Is(err, context.DeadlineExceeded) {
+	if err := WaitTCP(ctx, closed); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("WaitTCP on a closed port = %v, want a deadline error", err)
 	}
+}
+
+// boundNotListening returns "127.0.0.1:port" for a port held by a bound TCP
+// socket that never listens, until the test ends. Without SO_REUSEADDR on it,
+// no other socket can bind the port, and the kernel does not hand it out as
+// an ephemeral source port either, so a dial to it is always refused.
+func boundNotListening(t *testing.T) string {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(sa.(*syscall.SockaddrInet4).Port))
 }
 
 // A missing binary must say how to fix it, since it fails tests rather than
