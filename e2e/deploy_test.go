@@ -439,6 +439,12 @@ func TestNginxConfigDirectives(t *testing.T) {
 			t.Errorf("nginx's own %s is not answered with JSON (error_page)", c)
 		}
 	}
+	if !has(`^\s*error_page 414 /_errors/414;`) || !has(`^\s*location = /_errors/414 \{\s*\n\s*internal;`) || !codes["414"] {
+		t.Error("nginx's own 414 (a request line over its buffers) is not answered with JSON from an internal location")
+	}
+	if !has(`^\s*error_page 494 =431 @e431;`) || !codes["431"] {
+		t.Error("nginx's own 494 (a header over its buffers) is not answered with the gateways' JSON 431")
+	}
 }
 
 // nginxBinary finds nginx; a missing one fails the test, because a skipped

@@ -162,13 +162,22 @@ func (a answer) batch() map[string]any { b, _ := a.Body["batch"].(map[string]any
 
 // getJSON sends an authorised GET and decodes the JSON answer.
 func getJSON(base, path, token string) answer {
+	header := http.Header{}
+	if token != "" {
+		header.Set("Authorization", "Bearer "+token)
+	}
+	return getWith(base, path, header)
+}
+
+// getWith sends a GET with the given headers and decodes the JSON answer.
+func getWith(base, path string, header http.Header) answer {
 	start := time.Now()
 	req, err := http.NewRequest(http.MethodGet, base+path, nil)
 	if err != nil {
 		return answer{Err: err}
 	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
+	for k, v := range header {
+		req.Header[k] = v
 	}
 	client := &http.Client{Timeout: 30 * time.Second}
 	resp, err := client.Do(req)

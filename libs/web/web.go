@@ -39,6 +39,12 @@ type Options struct {
 	IdleTimeout  time.Duration
 }
 
+// MaxRequestHead bounds a request's line and headers together; a longer head
+// is answered 431 in the usual JSON shape. Every connection holds a buffer
+// this big: 8 KiB, nginx's own header line limit, is what ten thousand
+// waiting clients can afford (16 KiB cost 40 MB more per 5,000 of them).
+const MaxRequestHead = 8 << 10
+
 // NewRegistry returns a metrics registry with the Go and process collectors.
 func NewRegistry() *prometheus.Registry {
 	r := prometheus.NewRegistry()
@@ -61,18 +67,24 @@ func New(o Options) *fiber.App {
 	if o.IdleTimeout == 0 {
 		o.IdleTimeout = 75 * time.Second
 	}
+	answer := httperr.Handler(o.Log, o.Translate)
 	app := fiber.New(fiber.Config{
 		AppName:               o.Service,
 		DisableStartupMessage: true,
-		ErrorHandler:          httperr.Handler(o.Log, o.Translate),
-		BodyLimit:             o.BodyLimit,
-		ReadTimeout:           o.ReadTimeout,
-		WriteTimeout:          o.WriteTimeout,
-		IdleTimeout:           o.IdleTimeout,
-		// Every connection holds one: 8 KiB, nginx's own header line limit,
-		// is what ten thousand waiting clients can afford (16 KiB cost
-		// 40 MB more per 5,000 of them). Longer headers are a 431.
-		ReadBufferSize: 8 << 10,
+		ErrorHandler: func(c *fiber.Ctx, err error) error {
+			// What fasthttp refuses before routing (a head over
+			// MaxRequestHead, a request it cannot parse) never passes the
+			// middleware below, yet its answer carries the same headers.
+			if httperr.RequestID(c) == "" {
+				stamp(c, o.Instance)
+			}
+			return answer(c, err)
+		},
+		BodyLimit:      o.BodyLimit,
+		ReadTimeout:    o.ReadTimeout,
+		WriteTimeout:   o.WriteTimeout,
+		IdleTimeout:    o.IdleTimeout,
+		ReadBufferSize: MaxRequestHead,
 	})
 	reqs := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "http_requests_total", Help: "HTTP requests answered, by route and status.",
@@ -86,15 +98,7 @@ func New(o Options) *fiber.App {
 	}
 	app.Use(func(c *fiber.Ctx) (err error) {
 		start := time.Now()
-		id := c.Get("X-Request-Id")
-		if id == "" || len(id) > 128 {
-			id = NewID()
-		}
-		c.Locals("requestId", id)
-		c.Set("X-Request-Id", id)
-		c.Set("X-Instance-Id", o.Instance)
-		c.Set("X-Content-Type-Options", "nosniff")
-		c.Set("Cache-Control", "no-store")
+		id := stamp(c, o.Instance)
 		defer func() {
 			if r := recover(); r != nil {
 				o.Log.Error("panic", zap.Any("panic", r), zap.String("requestId", id), zap.Stack("stack"))
@@ -117,6 +121,21 @@ func New(o Options) *fiber.App {
 		return c.Next()
 	})
 	return app
+}
+
+// stamp gives a request its id (the caller's X-Request-Id when it is sane,
+// else a new one) and sets the headers every answer carries. It returns the id.
+func stamp(c *fiber.Ctx, instance string) string {
+	id := c.Get("X-Request-Id")
+	if id == "" || len(id) > 128 {
+		id = NewID()
+	}
+	c.Locals("requestId", id)
+	c.Set("X-Request-Id", id)
+	c.Set("X-Instance-Id", instance)
+	c.Set("X-Content-Type-Options", "nosniff")
+	c.Set("Cache-Control", "no-store")
+	return id
 }
 
 // Check reports whether one dependency is usable.

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httputil"
 	"net/url"
 	"reflect"
 	"strings"
@@ -21,6 +22,7 @@ import (
 	"cryptopulse/libs/jwtauth"
 	"cryptopulse/libs/price"
 	"cryptopulse/libs/pricedb"
+	"cryptopulse/libs/web"
 	"cryptopulse/tools/testkit"
 )
 
@@ -47,8 +49,9 @@ func fzStart(tb testing.TB, databaseURL string, overrides map[string]string) fzG
 }
 
 // get sends GET base+path?rawQuery with the given headers; rawQuery goes on
-// the request line exactly as given.
-func (g fzGateway) get(t *testing.T, path, rawQuery string, header http.Header) (int, []byte) {
+// the request line exactly as given. Besides the status and body it returns
+// how long the request's head (line and headers) was on the wire.
+func (g fzGateway) get(t *testing.T, path, rawQuery string, header http.Header) (int, []byte, int) {
 	t.Helper()
 	u, err := url.Parse(g.base + path)
 	if err != nil {
@@ -56,6 +59,10 @@ func (g fzGateway) get(t *testing.T, path, rawQuery string, header http.Header) 
 	}
 	u.RawQuery = rawQuery
 	req := &http.Request{Method: http.MethodGet, URL: u, Header: header, Host: u.Host}
+	head, err := httputil.DumpRequestOut(req, false)
+	if err != nil {
+		t.Fatalf("GET %s: %v", u, err)
+	}
 	resp, err := g.http.Do(req)
 	if err != nil {
 		t.Fatalf("GET %s: %v", u, err)
@@ -65,7 +72,31 @@ func (g fzGateway) get(t *testing.T, path, rawQuery string, header http.Header) 
 	if err != nil {
 		t.Fatalf("GET %s: read: %v", u, err)
 	}
-	return resp.StatusCode, raw
+	return resp.StatusCode, raw, len(head)
+}
+
+// headTooLarge checks the server's limit on a request head: a head within
+// web.MaxRequestHead is never a 431, a longer one always is, in the JSON
+// shape of every other error. headSlack bytes either side of the limit may go
+// either way (the Go client and fasthttp count the final CRLFs differently).
+// It reports whether the answer was the 431, which then is all there is to
+// check about it.
+func headTooLarge(t *testing.T, status int, raw []byte, headLen int) bool {
+	t.Helper()
+	const headSlack = 64
+	switch {
+	case status != http.StatusRequestHeaderFieldsTooLarge && headLen > web.MaxRequestHead+headSlack:
+		t.Fatalf("status %d for a %d-byte request head, over the %d-byte limit: %s", status, headLen, web.MaxRequestHead, raw)
+	case status != http.StatusRequestHeaderFieldsTooLarge:
+		return false
+	case headLen < web.MaxRequestHead-headSlack:
+		t.Fatalf("431 for a %d-byte request head, within the %d-byte limit: %s", headLen, web.MaxRequestHead, raw)
+	}
+	b := secNest(t, raw)
+	if b.StatusCode != 431 || b.Message != "Request Header Fields Too Large" || b.Error != "Request Header Fields Too Large" {
+		t.Fatalf("431 body %s", raw)
+	}
+	return true
 }
 
 // streamEmpty fails the test if anything was ever added to the request stream.
@@ -134,8 +165,8 @@ func hs256Verifies(header string) bool {
 // GET /v1/price/bitcoin?x=1 and checks that the answer is either a 401 with
 // one of the documented messages (Nest body, WWW-Authenticate), or, for a
 // header that really carries a valid token, the 400 that follows
-// authentication (the unknown query parameter x); never anything else, never a
-// 5xx; and that nothing ever reaches the request stream. Seeds are in
+// authentication (the unknown query parameter x), or a 431 exactly when the
+// request head is over web.MaxRequestHead; never anything else, never a 5xx; and that nothing ever reaches the request stream. Seeds are in
 // testdata/fuzz/FuzzAuthorizationHeader, plus a fresh valid token, so the
 // fuzzer also mutates one that passes.
 func FuzzAuthorizationHeader(f *testing.F) {
@@ -153,7 +184,11 @@ func FuzzAuthorizationHeader(f *testing.F) {
 		if !validHeaderValue(header) {
 			t.Skip("not a header value an HTTP client can send")
 		}
-		status, raw := g.get(t, "/v1/price/bitcoin", "x=1", http.Header{"Authorization": {header}})
+		status, raw, headLen := g.get(t, "/v1/price/bitcoin", "x=1", http.Header{"Authorization": {header}})
+		if headTooLarge(t, status, raw, headLen) {
+			g.streamEmpty(t)
+			return
+		}
 		b := secNest(t, raw)
 		switch status {
 		case http.StatusUnauthorized:
@@ -219,8 +254,9 @@ func escapeTarget(raw string) string {
 
 // FuzzHistoryQuery sends arbitrary query strings to
 // GET /v1/price/bitcoin/history with a valid token and checks that the answer
-// is a 200 page whose numbers are consistent, or a 400 in the Nest shape
-// listing the problems; never a 5xx, never anything else; and that the
+// is a 200 page whose numbers are consistent, a 400 in the Nest shape
+// listing the problems, or a 431 exactly when the request head is over
+// web.MaxRequestHead; never a 5xx, never anything else; and that the
 // request stream stays empty (history never uses it). Seeds are in
 // testdata/fuzz/FuzzHistoryQuery.
 func FuzzHistoryQuery(f *testing.F) {
@@ -231,7 +267,11 @@ func FuzzHistoryQuery(f *testing.F) {
 
 	f.Fuzz(func(t *testing.T, rawQuery string) {
 		q := escapeTarget(rawQuery)
-		status, raw := g.get(t, "/v1/price/bitcoin/history", q, auth)
+		status, raw, headLen := g.get(t, "/v1/price/bitcoin/history", q, auth)
+		if headTooLarge(t, status, raw, headLen) {
+			g.streamEmpty(t)
+			return
+		}
 		switch status {
 		case http.StatusOK:
 			var p HistoryPage
