@@ -233,7 +233,19 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 		}
 		s.Sim = s.newProc("cgsim", addr, s.bin["cgsim"],
 			append([]string{"-addr", addr}, cfg.SimArgs...), os.Environ(), "/_sim/calls")
-		if err := s.Sim.Start(ctx); err != nil {
+		sim := s.Sim
+		sim.movePort = func() error {
+			moved, err := freeAddr()
+			if err != nil {
+				return err
+			}
+			_, port, _ := net.SplitHostPort(moved)
+			host, _, _ := net.SplitHostPort(sim.Addr)
+			sim.Addr = net.JoinHostPort(host, port)
+			sim.args = append([]string{"-addr", sim.Addr}, cfg.SimArgs...)
+			return nil
+		}
+		if err := s.Sim.firstStart(ctx); err != nil {
 			return nil, err
 		}
 		s.SimURL = s.Sim.URL()
@@ -436,19 +448,36 @@ func (s *Stack) newService(kind string, ns *Netns) (*Proc, error) {
 	}
 	env["PORT"] = port
 	env["INSTANCE_ID"] = name
+	var p *Proc
 	if ns == nil {
-		return s.newProc(name, addr, s.bin[kind], nil, envList(env), "/health"), nil
+		p = s.newProc(name, addr, s.bin[kind], nil, envList(env), "/health")
+	} else {
+		for k, v := range ns.Env {
+			env[k] = v
+		}
+		env["HOST"] = ns.Host
+		// ip execs the service after entering the namespace, so signals
+		// reach the service itself.
+		p = s.newProc(name, addr, "ip", []string{"netns", "exec", ns.Name, s.bin[kind]}, envList(env), "/health")
 	}
-	for k, v := range ns.Env {
-		env[k] = v
+	p.instance = name
+	p.movePort = func() error {
+		moved, err := freeAddr()
+		if err != nil {
+			return err
+		}
+		_, port, _ := net.SplitHostPort(moved)
+		host, _, _ := net.SplitHostPort(p.Addr)
+		p.Addr = net.JoinHostPort(host, port)
+		env["PORT"] = port
+		p.env = envList(env)
+		return nil
 	}
-	env["HOST"] = ns.Host
-	// ip execs the service after entering the namespace, so signals reach
-	// the service itself.
-	return s.newProc(name, addr, "ip", []string{"netns", "exec", ns.Name, s.bin[kind]}, envList(env), "/health"), nil
+	return p, nil
 }
 
-// startAll starts procs concurrently and waits until all are healthy.
+// startAll starts procs for the first time, concurrently, and waits until
+// all are healthy.
 func startAll(ctx context.Context, procs []*Proc) error {
 	errs := make([]error, len(procs))
 	var wg sync.WaitGroup
@@ -456,7 +485,7 @@ func startAll(ctx context.Context, procs []*Proc) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = p.Start(ctx)
+			errs[i] = p.firstStart(ctx)
 		}()
 	}
 	wg.Wait()
@@ -586,7 +615,7 @@ func (s *Stack) AddGatewayIn(ctx context.Context, ns *Netns) (*Proc, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := p.Start(ctx); err != nil {
+	if err := p.firstStart(ctx); err != nil {
 		return nil, err
 	}
 	s.Gateways = append(s.Gateways, p)
@@ -618,7 +647,7 @@ func (s *Stack) AddFetcherIn(ctx context.Context, ns *Netns) (*Proc, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := p.Start(ctx); err != nil {
+	if err := p.firstStart(ctx); err != nil {
 		return nil, err
 	}
 	s.Fetchers = append(s.Fetchers, p)

@@ -275,6 +275,62 @@ func TestStackWithStandIns(t *testing.T) {
 	}
 }
 
+// Another test's server can bind a port between devstack choosing it and
+// the instance binding it. Its health answers 200 as well, under another
+// name: that must not pass for our instance, and a first start moves to
+// another free port instead of failing the whole stack.
+func TestFirstStartMovesOffATakenPort(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	s, err := Start(ctx, Config{Dir: t.TempDir(), BinDir: standInBinDir(t), Fetchers: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := s.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	}()
+	s.mu.Lock()
+	p, err := s.newService("gateway", nil)
+	s.mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", p.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	impostor := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Instance-Id", "gateway-1")
+		w.WriteHeader(http.StatusOK)
+	})}
+	go func() { _ = impostor.Serve(ln) }()
+	defer impostor.Close()
+	taken := p.Addr
+
+	if err := p.Start(ctx); !errors.Is(err, errPortTaken) {
+		t.Fatalf("Start on a port another server holds: %v; want it told as taken", err)
+	}
+	if p.Addr != taken {
+		t.Fatalf("Start moved %s from %s to %s; only firstStart moves", p.Name, taken, p.Addr)
+	}
+	if err := p.firstStart(ctx); err != nil {
+		t.Fatalf("firstStart: %v", err)
+	}
+	defer func() { _ = p.Stop(ctx) }()
+	if p.Addr == taken {
+		t.Fatalf("%s still at the taken %s", p.Name, taken)
+	}
+	client := &http.Client{Timeout: 5 * time.Second}
+	if code, h, _ := get(t, client, p.URL()+"/health"); code != 200 || h.Get("X-Instance-Id") != p.Name {
+		t.Errorf("%s at %s: %d from %q", p.Name, p.Addr, code, h.Get("X-Instance-Id"))
+	}
+	if b, err := os.ReadFile(filepath.Join(s.LogDir(), p.Name+".log")); err != nil || !strings.Contains(string(b), "address already in use") {
+		t.Errorf("%s.log does not show the failed bind: %q, %v", p.Name, b, err)
+	}
+}
+
 func TestStartFailsCleanly(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

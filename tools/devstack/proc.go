@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -34,18 +35,26 @@ type Proc struct {
 	// "cgsim", "nginx". Services get it as INSTANCE_ID, and every line they
 	// log is prefixed with it.
 	Name string
-	// Addr is where the process listens, "127.0.0.1:port". It never
-	// changes, so nginx finds a restarted instance where it left it.
+	// Addr is where the process listens, "127.0.0.1:port". Once the
+	// process has run it never changes, so nginx finds a restarted instance
+	// where it left it (only a first start that found its port taken moves).
 	Addr string
 
-	bin     string
-	args    []string
-	env     []string
-	dir     string
-	logDir  string
-	health  string         // path answering 200 once the process is up
-	stopSig syscall.Signal // what Stop sends; nginx stops gracefully on SIGQUIT
-	sink    *sink
+	bin    string
+	args   []string
+	env    []string
+	dir    string
+	logDir string
+	health string // path answering 200 once the process is up
+	// instance is the X-Instance-Id a health answer must carry to come from
+	// this process and not from another that holds its port ("" for nginx
+	// and the simulator, which do not name themselves).
+	instance string
+	// movePort, when set, moves a process that never ran to another free
+	// port (Addr and whatever tells the process its port), for firstStart.
+	movePort func() error
+	stopSig  syscall.Signal // what Stop sends; nginx stops gracefully on SIGQUIT
+	sink     *sink
 
 	mu  sync.Mutex
 	cur *procRun // the latest run; nil before the first Start
@@ -97,6 +106,27 @@ func (p *Proc) Start(ctx context.Context) error {
 	return nil
 }
 
+// errPortTaken marks a start that failed because another process already
+// listened on the port.
+var errPortTaken = errors.New("port taken by another process")
+
+// firstStart is Start for a process's first run. A free port is only free
+// when it is chosen: on a machine where many tests start servers, another
+// one may bind it before this process does. Then the process moves to
+// another free port and starts again, up to three times. Once it has run,
+// its port stays (Restart and Start come back to it).
+func (p *Proc) firstStart(ctx context.Context) error {
+	for attempt := 1; ; attempt++ {
+		err := p.Start(ctx)
+		if err == nil || !errors.Is(err, errPortTaken) || p.movePort == nil || attempt == 3 {
+			return err
+		}
+		if err := p.movePort(); err != nil {
+			return err
+		}
+	}
+}
+
 // spawn starts a new run without waiting for it to become healthy.
 func (p *Proc) spawn() (*procRun, error) {
 	p.mu.Lock()
@@ -145,13 +175,17 @@ func (p *Proc) waitHealthy(ctx context.Context, r *procRun) error {
 	delay := 10 * time.Millisecond
 	var last error
 	for {
-		last = probe(ctx, client, url)
+		last = probe(ctx, client, url, p.instance)
 		if last == nil {
 			return nil
 		}
 		select {
 		case <-r.done:
-			return fmt.Errorf("devstack: %s exited during startup (%v); last output:\n%s", p.Name, r.err, r.log.Tail())
+			tail := r.log.Tail()
+			if strings.Contains(tail, "address already in use") {
+				return fmt.Errorf("devstack: %s exited during startup (%v): %w at %s; last output:\n%s", p.Name, r.err, errPortTaken, p.Addr, tail)
+			}
+			return fmt.Errorf("devstack: %s exited during startup (%v); last output:\n%s", p.Name, r.err, tail)
 		case <-ctx.Done():
 			return fmt.Errorf("devstack: %s not healthy at %s: %w (last probe: %v); last output:\n%s",
 				p.Name, url, ctx.Err(), last, r.log.Tail())
@@ -161,8 +195,8 @@ func (p *Proc) waitHealthy(ctx context.Context, r *procRun) error {
 	}
 }
 
-// probe makes one GET and wants a 200.
-func probe(ctx context.Context, client *http.Client, url string) error {
+// probe makes one GET and wants a 200, from instance when that is not "".
+func probe(ctx context.Context, client *http.Client, url, instance string) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return err
@@ -175,6 +209,11 @@ func probe(ctx context.Context, client *http.Client, url string) error {
 	_ = resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	// Another stack's instance on our port answers 200 too; ours then
+	// fails to bind and exits, which the caller sees next.
+	if got := resp.Header.Get("X-Instance-Id"); instance != "" && got != instance {
+		return fmt.Errorf("GET %s: answered by %q, not %s", url, got, instance)
 	}
 	return nil
 }
