@@ -19,7 +19,8 @@ const loginBodyLimit = 8 << 10
 //   - the status is 200, 400, 401, 413 or 429: never a 5xx, never anything else;
 //   - every answer is a JSON object; an error is the Nest shape whose
 //     statusCode is the status;
-//   - 413 exactly when the body is over the limit;
+//   - 413 exactly when the body is over the limit (or a connection reset,
+//     see below);
 //   - 200 only for a body that is exactly {"username": ADMIN_USER, "password":
 //     ADMIN_PASS}, and then with a token.
 //
@@ -40,6 +41,13 @@ func FuzzLoginBody(f *testing.F) {
 		}
 		req.Header.Set("Content-Type", "application/json")
 		resp, err := hc.Do(req)
+		if err != nil && len(body) > loginBodyLimit && testkit.ConnectionReset(err) {
+			// Over the limit, the service answers 413 and closes with the
+			// body unread, so the kernel resets the connection and the
+			// client may see the reset before the answer (nginx in front
+			// closes lingeringly, so its clients get the 413).
+			return
+		}
 		if err != nil {
 			t.Fatalf("POST %d bytes: %v", len(body), err)
 		}

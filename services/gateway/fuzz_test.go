@@ -7,7 +7,6 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -15,7 +14,6 @@ import (
 	"net/url"
 	"reflect"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -66,7 +64,7 @@ func (g fzGateway) get(t *testing.T, path, rawQuery string, header http.Header) 
 		t.Fatalf("GET %s: %v", u, err)
 	}
 	resp, err := g.http.Do(req)
-	if err != nil && len(head) > web.MaxRequestHead-headSlack && connectionReset(err) {
+	if err != nil && len(head) > web.MaxRequestHead-headSlack && testkit.ConnectionReset(err) {
 		// Over the limit, the gateway answers 431 and closes at once with
 		// the rest of the head unread, so the kernel resets the connection
 		// and the client may see the reset before the answer. (nginx in
@@ -88,13 +86,6 @@ func (g fzGateway) get(t *testing.T, path, rawQuery string, header http.Header) 
 // headSlack is how far from web.MaxRequestHead a head may be answered either
 // way: the Go client and fasthttp count the final CRLFs differently.
 const headSlack = 64
-
-// connectionReset reports whether err is the peer resetting or closing the
-// connection under a write.
-func connectionReset(err error) bool {
-	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
-		strings.Contains(err.Error(), "connection reset by peer") || strings.Contains(err.Error(), "broken pipe")
-}
 
 // headTooLarge checks the server's limit on a request head: a head within
 // web.MaxRequestHead is never a 431, a longer one always is, in the JSON

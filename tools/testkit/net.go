@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"strings"
+	"syscall"
 	"time"
 )
 
@@ -61,4 +64,21 @@ func WaitTCP(ctx context.Context, addr string) error {
 		}
 		delay = min(2*delay, 100*time.Millisecond)
 	}
+}
+
+// ConnectionReset reports whether err, from an HTTP client, is the server
+// resetting or closing an established connection under the request. A
+// server that refuses a request too big to read (a 431 or 413) and closes
+// without reading the rest makes the kernel reset the connection, so its
+// client may see that instead of the answer: as the reset itself, a broken
+// pipe, an EOF, or (Go's transport closing the connection on the reset its
+// reader saw while its writer still wrote) a use of the closed connection.
+// A refused connection is not one.
+func ConnectionReset(err error) bool {
+	if err == nil {
+		return false
+	}
+	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
+		errors.Is(err, net.ErrClosed) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		strings.Contains(err.Error(), "connection reset by peer") || strings.Contains(err.Error(), "broken pipe")
 }

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"net"
+	"net/http"
 	"strconv"
 	"strings"
 	"syscall"
@@ -81,6 +82,39 @@ func boundNotListening(t *testing.T) string {
 
 // A missing binary must say how to fix it, since it fails tests rather than
 // skipping them.
+// A server that refuses a request by resetting the connection (as one does
+// that closes with the request unread) is told apart from other failures.
+func TestConnectionReset(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			// Linger 0: close sends a reset at once, nothing is read.
+			_ = c.(*net.TCPConn).SetLinger(0)
+			_ = c.Close()
+		}
+	}()
+	_, err = http.Post("http://"+ln.Addr().String()+"/", "text/plain", strings.NewReader(strings.Repeat("x", 1<<20)))
+	if !ConnectionReset(err) {
+		t.Errorf("POST to a resetting server: %v; want it told as a reset", err)
+	}
+	_, err = http.Get("http://" + boundNotListening(t) + "/")
+	if err == nil || ConnectionReset(err) {
+		t.Errorf("GET to a closed port: %v; want an error that is not a reset", err)
+	}
+	if ConnectionReset(nil) || ConnectionReset(errors.New("timeout")) {
+		t.Error("nil or another error told as a reset")
+	}
+}
+
 func TestMissingBinaryNamesInstallScript(t *testing.T) {
 	t.Parallel()
 	_, err := findBinary("frobd", "frobd-does-not-exist", "/nonexistent/frobd")
