@@ -234,17 +234,7 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 		s.Sim = s.newProc("cgsim", addr, s.bin["cgsim"],
 			append([]string{"-addr", addr}, cfg.SimArgs...), os.Environ(), "/_sim/calls")
 		sim := s.Sim
-		sim.movePort = func() error {
-			moved, err := freeAddr()
-			if err != nil {
-				return err
-			}
-			_, port, _ := net.SplitHostPort(moved)
-			host, _, _ := net.SplitHostPort(sim.Addr)
-			sim.Addr = net.JoinHostPort(host, port)
-			sim.args = append([]string{"-addr", sim.Addr}, cfg.SimArgs...)
-			return nil
-		}
+		sim.movable(func(string) { sim.args = append([]string{"-addr", sim.Addr}, cfg.SimArgs...) })
 		if err := s.Sim.firstStart(ctx); err != nil {
 			return nil, err
 		}
@@ -461,6 +451,16 @@ func (s *Stack) newService(kind string, ns *Netns) (*Proc, error) {
 		p = s.newProc(name, addr, "ip", []string{"netns", "exec", ns.Name, s.bin[kind]}, envList(env), "/health")
 	}
 	p.instance = name
+	p.movable(func(port string) {
+		env["PORT"] = port
+		p.env = envList(env)
+	})
+	return p, nil
+}
+
+// movable lets a first start move p to another free port on the same host;
+// tell then updates what tells the process its port (p.Addr already has it).
+func (p *Proc) movable(tell func(port string)) {
 	p.movePort = func() error {
 		moved, err := freeAddr()
 		if err != nil {
@@ -469,11 +469,9 @@ func (s *Stack) newService(kind string, ns *Netns) (*Proc, error) {
 		_, port, _ := net.SplitHostPort(moved)
 		host, _, _ := net.SplitHostPort(p.Addr)
 		p.Addr = net.JoinHostPort(host, port)
-		env["PORT"] = port
-		p.env = envList(env)
+		tell(port)
 		return nil
 	}
-	return p, nil
 }
 
 // startAll starts procs for the first time, concurrently, and waits until
