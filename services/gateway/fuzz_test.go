@@ -178,7 +178,8 @@ func hs256Verifies(header string) bool {
 // one of the documented messages (Nest body, WWW-Authenticate), or, for a
 // header that really carries a valid token, the 400 that follows
 // authentication (the unknown query parameter x), or a 431 exactly when the
-// request head is over web.MaxRequestHead; never anything else, never a 5xx; and that nothing ever reaches the request stream. Seeds are in
+// request head is over web.MaxRequestHead; never anything else, never a
+// 5xx; and that nothing ever reaches the request stream. Seeds are in
 // testdata/fuzz/FuzzAuthorizationHeader, plus a fresh valid token, so the
 // fuzzer also mutates one that passes.
 func FuzzAuthorizationHeader(f *testing.F) {

@@ -235,7 +235,7 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 			append([]string{"-addr", addr}, cfg.SimArgs...), os.Environ(), "/_sim/calls")
 		sim := s.Sim
 		sim.movable(func(string) { sim.args = append([]string{"-addr", sim.Addr}, cfg.SimArgs...) })
-		if err := s.Sim.firstStart(ctx); err != nil {
+		if err := sim.firstStart(ctx); err != nil {
 			return nil, err
 		}
 		s.SimURL = s.Sim.URL()

@@ -10,10 +10,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"cryptopulse/tools/testkit"
 )
 
 // healthTimeout bounds how long Start waits for a process to answer its
@@ -113,12 +114,12 @@ var errPortTaken = errors.New("port taken by another process")
 // firstStart is Start for a process's first run. A free port is only free
 // when it is chosen: on a machine where many tests start servers, another
 // one may bind it before this process does. Then the process moves to
-// another free port and starts again, up to three times. Once it has run,
-// its port stays (Restart and Start come back to it).
+// another free port and starts again, up to testkit.PortAttempts times.
+// Once it has run, its port stays (Restart and Start come back to it).
 func (p *Proc) firstStart(ctx context.Context) error {
 	for attempt := 1; ; attempt++ {
 		err := p.Start(ctx)
-		if err == nil || !errors.Is(err, errPortTaken) || p.movePort == nil || attempt == 3 {
+		if err == nil || !errors.Is(err, errPortTaken) || p.movePort == nil || attempt == testkit.PortAttempts {
 			return err
 		}
 		if err := p.movePort(); err != nil {
@@ -182,7 +183,7 @@ func (p *Proc) waitHealthy(ctx context.Context, r *procRun) error {
 		select {
 		case <-r.done:
 			tail := r.log.Tail()
-			if strings.Contains(tail, "address already in use") {
+			if testkit.BindFailed(tail) {
 				return fmt.Errorf("devstack: %s exited during startup (%v): %w at %s; last output:\n%s", p.Name, r.err, errPortTaken, p.Addr, tail)
 			}
 			return fmt.Errorf("devstack: %s exited during startup (%v); last output:\n%s", p.Name, r.err, tail)

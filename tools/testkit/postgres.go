@@ -127,7 +127,7 @@ func LaunchPostgres(dir string, port int) (*Postgres, error) {
 		if err == nil {
 			return p, nil
 		}
-		if !pick || attempt == launchAttempts || !portTaken(err) {
+		if !pick || attempt == PortAttempts || !portTaken(err) {
 			return nil, err
 		}
 	}

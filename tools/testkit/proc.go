@@ -230,9 +230,17 @@ func (e *startupError) Error() string {
 // happens when another process grabbed a FreePort result first.
 func portTaken(err error) bool {
 	var se *startupError
-	return errors.As(err, &se) && strings.Contains(se.log, "Address already in use")
+	return errors.As(err, &se) && BindFailed(se.log)
 }
 
-// launchAttempts is how many fresh ports Launch* try when the port was
-// picked by us and somebody else took it in the meantime.
-const launchAttempts = 3
+// BindFailed reports whether a server's log says it could not bind its port
+// because another process held it: Redis and PostgreSQL write "Address
+// already in use", Go servers "address already in use".
+func BindFailed(log string) bool {
+	return strings.Contains(strings.ToLower(log), "address already in use")
+}
+
+// PortAttempts is how many fresh ports a launcher (Launch* here, devstack's
+// instances) tries when it picked the port and somebody else took it in the
+// meantime.
+const PortAttempts = 3

@@ -91,7 +91,7 @@ func LaunchRedisArgs(dir string, port int, extra ...string) (*Redis, error) {
 		if err == nil {
 			return r, nil
 		}
-		if !pick || attempt == launchAttempts || !portTaken(err) {
+		if !pick || attempt == PortAttempts || !portTaken(err) {
 			return nil, err
 		}
 	}
