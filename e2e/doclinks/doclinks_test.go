@@ -16,6 +16,8 @@ import (
 	"strings"
 	"testing"
 	"unicode"
+
+	"cryptopulse/tools/devstack"
 )
 
 // TestDocLinks fails naming every broken link of the repository's documents.
@@ -99,7 +101,7 @@ func TestBrokenLinksAreReported(t *testing.T) {
 }
 
 func TestAnchor(t *testing.T) {
-	for heading, want := range map[string]string{
+	for h, want := range map[string]string{
 		"Many coins in one request":                     "many-coins-in-one-request",
 		"The API in detail":                             "the-api-in-detail",
 		"**Client addresses and `TRUSTED_PROXIES`.**":   "client-addresses-and-trusted_proxies",
@@ -108,8 +110,8 @@ func TestAnchor(t *testing.T) {
 		"`GET /api/v3/simple/price`":                    "get-apiv3simpleprice",
 		"Failure behaviour: what a client sees — table": "failure-behaviour-what-a-client-sees--table",
 	} {
-		if got := anchor(heading); got != want {
-			t.Errorf("anchor(%q) = %q, want %q", heading, got, want)
+		if got := anchor(h); got != want {
+			t.Errorf("anchor(%q) = %q, want %q", h, got, want)
 		}
 	}
 }
@@ -243,23 +245,12 @@ func anchor(h string) string {
 	return b.String()
 }
 
-// repoRoot is the directory above this test that holds go.work and README.md.
+// repoRoot is the checkout this test runs in, found as every e2e test finds it.
 func repoRoot(t *testing.T) string {
 	t.Helper()
-	dir, err := os.Getwd()
+	root, err := devstack.FindRoot(".")
 	if err != nil {
 		t.Fatal(err)
 	}
-	for {
-		_, errWork := os.Stat(filepath.Join(dir, "go.work"))
-		_, errReadme := os.Stat(filepath.Join(dir, "README.md"))
-		if errWork == nil && errReadme == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("no directory above the test holds go.work and README.md")
-		}
-		dir = parent
-	}
+	return root
 }
