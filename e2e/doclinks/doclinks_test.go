@@ -22,7 +22,10 @@ import (
 
 // TestDocLinks fails naming every broken link of the repository's documents.
 func TestDocLinks(t *testing.T) {
-	root := repoRoot(t)
+	root, err := devstack.FindRoot(".")
+	if err != nil {
+		t.Fatal(err)
+	}
 	files := []string{"README.md"}
 	for _, pattern := range []string{"docs/*.md", "bench/*.md"} {
 		m, err := filepath.Glob(filepath.Join(root, pattern))
@@ -243,14 +246,4 @@ func anchor(h string) string {
 		}
 	}
 	return b.String()
-}
-
-// repoRoot is the checkout this test runs in, found as every e2e test finds it.
-func repoRoot(t *testing.T) string {
-	t.Helper()
-	root, err := devstack.FindRoot(".")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return root
 }
