@@ -25,7 +25,7 @@ FUZZ_TARGETS := \
 	FuzzAuthorizationHeader:./services/gateway:15000x \
 	FuzzHistoryQuery:./services/gateway:8000x
 
-.PHONY: help deps build check-tree test test-race test-unit test-e2e fuzz fuzz-short lint vet fmt-check vuln-check tidy bench run demo clean test-k8s
+.PHONY: help deps build check-tree check-docs test test-race test-unit test-e2e fuzz fuzz-short lint vet fmt-check vuln-check tidy bench run demo clean test-k8s
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -37,7 +37,7 @@ build: ## build every service and the tools into bin/
 	@mkdir -p $(BIN)
 	go build -o $(BIN)/ ./services/auth ./services/gateway ./services/fetcher ./tools/cgsim/cmd/cgsim ./tools/devstack/cmd/devstack
 
-test: deps check-tree fmt-check vet test-race test-k8s test-e2e fuzz-short ## everything CI runs: format, vet, race tests, end-to-end, short fuzzing
+test: deps check-tree check-docs fmt-check vet test-race test-k8s test-e2e fuzz-short ## everything CI runs: format, vet, race tests, end-to-end, short fuzzing
 	@echo "make test: all checks passed"
 
 test-race: ## unit and integration tests under the race detector
@@ -70,6 +70,9 @@ vet: ## go vet over every module
 
 check-tree: ## fail when git tracks a compiled binary or a file over 2 MiB
 	@bash scripts/check-tree.sh
+
+check-docs: ## fail when a relative link or #anchor in README.md, docs/ or bench/ does not resolve
+	go test -count=1 ./e2e/doclinks/
 
 fmt-check: ## fail when gofmt would change a file
 	@out=$$(gofmt -l $(MODULES)); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

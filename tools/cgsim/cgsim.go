@@ -1,5 +1,5 @@
 // Package cgsim simulates the slice of the CoinGecko API that the fetcher
-// uses (see shared/COINGECKO.md): /simple/price and friends under /api/v3,
+// uses (see docs/coingecko.md): /simple/price and friends under /api/v3,
 // both hosts' key rules, a sliding-window rate limit with three 429 styles,
 // injectable faults, and prices that move between cache windows but hold
 // still within one. Tests embed it with httptest; the cgsim command serves it

@@ -1,5 +1,5 @@
 // Package coingecko calls CoinGecko's /simple/price the way its contract
-// (shared/COINGECKO.md) describes: the demo or pro key header, prices decoded
+// (docs/coingecko.md) describes: the demo or pro key header, prices decoded
 // without float rounding, null values treated as absent, and every failure
 // mode (429 in its three shapes, 5xx, HTML pages, bad bodies, timeouts)
 // turned into one typed error.
