@@ -39,6 +39,7 @@ require (
 )
 
 require (
+	cryptopulse/testkit v0.0.0
 	cryptopulse/tools v0.0.0
 	github.com/chromedp/cdproto v0.160.1
 	github.com/chromedp/chromedp v0.23.1
@@ -51,4 +52,7 @@ require (
 	go.yaml.in/yaml/v3 v3.0.5
 )
 
-replace cryptopulse/tools => ../tools
+replace (
+	cryptopulse/testkit => ../testkit
+	cryptopulse/tools => ../tools
+)

@@ -13,8 +13,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"cryptopulse/testkit"
 	"cryptopulse/tools/devstack"
-	"cryptopulse/tools/testkit"
 )
 
 // partitionRig is a namespace with two links to the host, one carrying only

@@ -139,7 +139,7 @@ func (d deps) priceRule(c *fiber.Ctx) throttle.Rule {
 }
 
 func (d deps) throttle(c *fiber.Ctx) error {
-	return d.limiter.Enforce(c, d.priceRule(c))
+	return web.Throttle(c, d.limiter, d.priceRule(c))
 }
 
 func handlePrice(d deps) fiber.Handler {
@@ -169,7 +169,7 @@ func handlePrice(d deps) fiber.Handler {
 		// profile of the hot path had the two round trips as its largest
 		// cost, and a throttled request still never reaches the stream.
 		values := req.Values()
-		entryID, err := d.limiter.EnforceAdd(c, throttle.Entry{
+		entryID, err := web.ThrottleAdd(c, d.limiter, throttle.Entry{
 			Stream: price.StreamKey, MaxLen: d.cfg.StreamMaxLen, Values: values,
 		}, d.priceRule(c))
 		if err != nil {

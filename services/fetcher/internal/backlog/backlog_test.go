@@ -11,7 +11,7 @@ import (
 
 	"cryptopulse/libs/price"
 	"cryptopulse/services/fetcher/internal/batch"
-	"cryptopulse/tools/testkit"
+	"cryptopulse/testkit"
 )
 
 // scrape registers c alone and returns every sample it sent, by name.

@@ -12,7 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"cryptopulse/libs/price"
-	"cryptopulse/tools/testkit"
+	"cryptopulse/testkit"
 )
 
 var settings = Settings{

@@ -18,8 +18,8 @@ import (
 	"cryptopulse/libs/pricedb"
 	"cryptopulse/services/fetcher/internal/batch"
 	"cryptopulse/services/fetcher/internal/coingecko"
+	"cryptopulse/testkit"
 	"cryptopulse/tools/cgsim"
-	"cryptopulse/tools/testkit"
 )
 
 // rig runs two fetchers' loops in-process (so the race detector sees them)

@@ -12,7 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"cryptopulse/libs/price"
-	"cryptopulse/tools/testkit"
+	"cryptopulse/testkit"
 )
 
 func startHub(t *testing.T) (*Hub, *testkit.Redis) {
