@@ -39,6 +39,7 @@ require (
 )
 
 require (
+	cryptopulse/libs v0.0.0
 	cryptopulse/testkit v0.0.0
 	cryptopulse/tools v0.0.0
 	github.com/chromedp/cdproto v0.160.1
@@ -53,6 +54,7 @@ require (
 )
 
 replace (
+	cryptopulse/libs => ../libs
 	cryptopulse/testkit => ../testkit
 	cryptopulse/tools => ../tools
 )

@@ -16,22 +16,26 @@ package throttle
 // reading TIME before writing is allowed.
 const slidingWindowCheck = `
 local function check(n)
+  -- Rule i: its log KEYS[i], its limit ARGV[2i-1], its window ARGV[2i].
+  local rules = {}
+  for i = 1, n do
+    rules[i] = {key = KEYS[i], limit = tonumber(ARGV[2*i-1]), window = tonumber(ARGV[2*i])}
+  end
   local t = redis.call('TIME')
   local stamp = t[1] .. string.format('%06d', tonumber(t[2]))
   local now = tonumber(stamp)
 
   -- A hit counts while it is less than a window old: the window is (now-W, now].
   local counts, allowed = {}, 1
-  for i = 1, n do
-    local limit, window = tonumber(ARGV[2*i-1]), tonumber(ARGV[2*i])
-    redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now - window)
-    counts[i] = redis.call('ZCARD', KEYS[i])
-    if counts[i] >= limit then allowed = 0 end
+  for i, r in ipairs(rules) do
+    redis.call('ZREMRANGEBYSCORE', r.key, '-inf', now - r.window)
+    counts[i] = redis.call('ZCARD', r.key)
+    if counts[i] >= r.limit then allowed = 0 end
   end
 
   local out = {allowed}
-  for i = 1, n do
-    local key, limit, window = KEYS[i], tonumber(ARGV[2*i-1]), tonumber(ARGV[2*i])
+  for i, r in ipairs(rules) do
+    local key, limit, window = r.key, r.limit, r.window
     local count, retry, reset = counts[i], 0, 0
     if allowed == 1 then
       -- Hits in the same microsecond get distinct suffixes; a plain ZADD would
@@ -77,13 +81,15 @@ return out
 // one round trip instead of two.
 const slidingWindowAddLua = slidingWindowCheck + `
 local n = #KEYS - 1
+-- After the rules: the stream (the last key), its MAXLEN, and from ARGV
+-- index first_field on, the entry's field/value pairs.
+local stream, maxlen, first_field = KEYS[n + 1], ARGV[2*n + 1], 2*n + 2
 local out, allowed = check(n)
 if allowed == 1 then
-  local stream, maxlen = KEYS[n + 1], ARGV[2*n + 1]
   if maxlen == '0' then
-    out[#out + 1] = redis.call('XADD', stream, '*', unpack(ARGV, 2*n + 2))
+    out[#out + 1] = redis.call('XADD', stream, '*', unpack(ARGV, first_field))
   else
-    out[#out + 1] = redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', unpack(ARGV, 2*n + 2))
+    out[#out + 1] = redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', unpack(ARGV, first_field))
   end
 end
 return out
