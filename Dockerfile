@@ -21,10 +21,12 @@ ENV CGO_ENABLED=0 GOFLAGS=-buildvcs=false
 
 # Module files first, so the dependency layer is rebuilt only when a go.mod
 # or go.sum changes. The services' replace directives point at ../../libs and
-# ../../tools, and go.work names every module, so all of them are needed.
+# ../../tools and ../../testkit, and go.work names every module, so all of them
+# are needed.
 COPY go.work go.work.su[m] ./
 COPY libs/go.mod libs/go.su[m] libs/
 COPY tools/go.mod tools/go.su[m] tools/
+COPY testkit/go.mod testkit/go.su[m] testkit/
 COPY services/auth/go.mod services/auth/go.su[m] services/auth/
 COPY services/gateway/go.mod services/gateway/go.su[m] services/gateway/
 COPY services/fetcher/go.mod services/fetcher/go.su[m] services/fetcher/

@@ -3,10 +3,10 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-MODULES   := libs services/auth services/gateway services/fetcher tools e2e deploy/k8s
+MODULES   := libs testkit services/auth services/gateway services/fetcher tools e2e deploy/k8s
 PKGS      := $(foreach m,$(MODULES),./$(m)/...)
 # Packages with concurrency run under the race detector.
-RACE_PKGS := ./libs/... ./services/auth/... ./services/gateway/... ./services/fetcher/... ./tools/...
+RACE_PKGS := ./libs/... ./testkit/... ./services/auth/... ./services/gateway/... ./services/fetcher/... ./tools/...
 BIN       := bin
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 GOVULNCHECK := golang.org/x/vuln/cmd/govulncheck@v1.9.0

@@ -39,6 +39,8 @@ require (
 )
 
 require (
+	cryptopulse/libs v0.0.0
+	cryptopulse/testkit v0.0.0
 	cryptopulse/tools v0.0.0
 	github.com/chromedp/cdproto v0.160.1
 	github.com/chromedp/chromedp v0.23.1
@@ -51,4 +53,8 @@ require (
 	go.yaml.in/yaml/v3 v3.0.5
 )
 
-replace cryptopulse/tools => ../tools
+replace (
+	cryptopulse/libs => ../libs
+	cryptopulse/testkit => ../testkit
+	cryptopulse/tools => ../tools
+)

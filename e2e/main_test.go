@@ -17,8 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"cryptopulse/testkit"
 	"cryptopulse/tools/devstack"
-	"cryptopulse/tools/testkit"
 )
 
 // suite holds what every test shares: the binaries, built once, and one

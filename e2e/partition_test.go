@@ -13,8 +13,9 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"cryptopulse/libs/price"
+	"cryptopulse/testkit"
 	"cryptopulse/tools/devstack"
-	"cryptopulse/tools/testkit"
 )
 
 // partitionRig is a namespace with two links to the host, one carrying only
@@ -64,7 +65,7 @@ type replyCounter struct {
 func countReplies(t *testing.T, rdb *redis.Client) *replyCounter {
 	t.Helper()
 	rc := &replyCounter{n: map[string]int{}}
-	ps := rdb.PSubscribe(context.Background(), "cp:price:reply:*")
+	ps := rdb.PSubscribe(context.Background(), price.ReplyPrefix+"*")
 	if _, err := ps.Receive(context.Background()); err != nil {
 		t.Fatalf("psubscribe: %v", err)
 	}

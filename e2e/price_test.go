@@ -15,6 +15,7 @@ import (
 	_ "github.com/lib/pq"
 	"github.com/redis/go-redis/v9"
 
+	"cryptopulse/libs/price"
 	"cryptopulse/tools/devstack"
 )
 
@@ -222,10 +223,10 @@ func batchOwner(t *testing.T, rdb *redis.Client, prefix string) string {
 	ctx := context.Background()
 	var owner string
 	eventually(t, 5*time.Second, "a fetcher owns the batch", func() bool {
-		ids, _ := rdb.ZRange(ctx, "cp:batch:due", 0, -1).Result()
+		ids, _ := rdb.ZRange(ctx, price.DueKey, 0, -1).Result()
 		for _, id := range ids {
 			if strings.HasPrefix(id, prefix) {
-				owner, _ = rdb.HGet(ctx, "cp:batch:"+id, "owner").Result()
+				owner, _ = rdb.HGet(ctx, price.BatchKey(id), "owner").Result()
 			}
 		}
 		return owner != ""

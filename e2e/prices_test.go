@@ -9,6 +9,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"cryptopulse/libs/price"
 	"cryptopulse/tools/devstack"
 )
 
@@ -23,7 +24,7 @@ func TestManyCoinsInOneRequest(t *testing.T) {
 	rdb := redis.NewClient(&redis.Options{Addr: strings.TrimPrefix(strings.TrimSuffix(s.RedisURL, "/0"), "redis://")})
 	defer rdb.Close()
 	ctx := context.Background()
-	xlen := func() int64 { n, _ := rdb.XLen(ctx, "cp:price:requests").Result(); return n }
+	xlen := func() int64 { n, _ := rdb.XLen(ctx, price.StreamKey).Result(); return n }
 
 	// Refusals first: none of them may reach the stream or the throttle.
 	many := make([]string, 51)

@@ -16,8 +16,8 @@ import (
 	"github.com/compose-spec/compose-go/v2/cli"
 	"github.com/redis/go-redis/v9"
 
+	"cryptopulse/testkit"
 	"cryptopulse/tools/devstack"
-	"cryptopulse/tools/testkit"
 )
 
 // timedLoad is price traffic through nginx that remembers when each request

@@ -28,7 +28,7 @@ require (
 )
 
 require (
-	cryptopulse/tools v0.0.0
+	cryptopulse/testkit v0.0.0
 	github.com/gofiber/fiber/v2 v2.52.15
 	github.com/golang-jwt/jwt/v5 v5.3.1
 	github.com/jmoiron/sqlx v1.4.0
@@ -40,4 +40,4 @@ require (
 	go.uber.org/zap v1.28.0
 )
 
-replace cryptopulse/tools => ../tools
+replace cryptopulse/testkit => ../testkit

@@ -6,7 +6,7 @@
 # Run it as root, or as a user with sudo. It is idempotent: it installs only
 # what is missing, and runs `apt-get update` only when something is.
 #
-# The test kit (tools/testkit) starts its own server processes on free
+# The test kit (testkit/) starts its own server processes on free
 # loopback ports, so the distribution's services must NOT be left running on
 # the default ports (6379, 5432, 80): a test talking to a system server by
 # mistake would pass or fail for the wrong reasons. Debian's packages start

@@ -18,7 +18,11 @@ require (
 
 require (
 	cryptopulse/libs v0.0.0
+	cryptopulse/testkit v0.0.0
 	github.com/prometheus/common v0.72.0
 )
 
-replace cryptopulse/libs => ../libs
+replace (
+	cryptopulse/libs => ../libs
+	cryptopulse/testkit => ../testkit
+)

@@ -130,7 +130,19 @@ func TestNames(t *testing.T) {
 	if got := price.ResultKey("r1"); got != "cp:price:result:r1" {
 		t.Errorf("ResultKey = %q", got)
 	}
-	for _, k := range []string{price.StreamKey, price.RecordsStream, price.ReplyPrefix, price.ResultPrefix} {
+	// The names the README's redis-cli tour shows.
+	for got, want := range map[string]string{
+		price.BatchKey("bitcoin:usd:1-1"):         "cp:batch:bitcoin:usd:1-1",
+		price.BatchRequestsKey("bitcoin:usd:1-1"): "cp:batch:bitcoin:usd:1-1:requests",
+		price.OpenBatchKey("bitcoin", "usd"):      "cp:batch:open:bitcoin:usd",
+		price.LastPriceKey("bitcoin", "usd"):      "cp:price:last:bitcoin:usd",
+	} {
+		if got != want {
+			t.Errorf("key %q, want %q", got, want)
+		}
+	}
+	for _, k := range []string{price.StreamKey, price.RecordsStream, price.ReplyPrefix, price.ResultPrefix,
+		price.DueKey, price.SeqKey, price.WakeChannel, price.CooldownKey, price.BudgetKey} {
 		if !strings.HasPrefix(k, "cp:") {
 			t.Errorf("%q does not start with cp:", k)
 		}

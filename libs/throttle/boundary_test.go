@@ -10,7 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"cryptopulse/libs/throttle"
-	"cryptopulse/tools/testkit"
+	"cryptopulse/testkit"
 )
 
 // fixedWindow is the naive limiter the design rules out, here only to prove
@@ -45,7 +45,7 @@ func TestNoBurstAtWindowEdge(t *testing.T) {
 		window = 2 * time.Second
 	)
 	r := testkit.StartRedis(t)
-	rdb := fastClient(t, r)
+	rdb := r.FastClient(t)
 	sliding := throttle.New(rdb)
 	fixed := fixedWindow{rdb: rdb, limit: limit, window: window}
 

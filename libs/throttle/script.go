@@ -15,6 +15,12 @@ package throttle
 // timeline. Redis 5+ replicates a script's effects rather than the script, so
 // reading TIME before writing is allowed.
 const slidingWindowCheck = `
+-- Rule i's arguments: its log KEYS[i], its limit ARGV[2i-1], its window
+-- ARGV[2i]. A function rather than a table of rules: no allocation per check.
+local function rule(i)
+  return KEYS[i], tonumber(ARGV[2*i-1]), tonumber(ARGV[2*i])
+end
+
 local function check(n)
   local t = redis.call('TIME')
   local stamp = t[1] .. string.format('%06d', tonumber(t[2]))
@@ -23,15 +29,15 @@ local function check(n)
   -- A hit counts while it is less than a window old: the window is (now-W, now].
   local counts, allowed = {}, 1
   for i = 1, n do
-    local limit, window = tonumber(ARGV[2*i-1]), tonumber(ARGV[2*i])
-    redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now - window)
-    counts[i] = redis.call('ZCARD', KEYS[i])
+    local key, limit, window = rule(i)
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+    counts[i] = redis.call('ZCARD', key)
     if counts[i] >= limit then allowed = 0 end
   end
 
   local out = {allowed}
   for i = 1, n do
-    local key, limit, window = KEYS[i], tonumber(ARGV[2*i-1]), tonumber(ARGV[2*i])
+    local key, limit, window = rule(i)
     local count, retry, reset = counts[i], 0, 0
     if allowed == 1 then
       -- Hits in the same microsecond get distinct suffixes; a plain ZADD would
@@ -77,13 +83,15 @@ return out
 // one round trip instead of two.
 const slidingWindowAddLua = slidingWindowCheck + `
 local n = #KEYS - 1
+-- After the rules: the stream (the last key), its MAXLEN, and from ARGV
+-- index first_field on, the entry's field/value pairs.
+local stream, maxlen, first_field = KEYS[n + 1], ARGV[2*n + 1], 2*n + 2
 local out, allowed = check(n)
 if allowed == 1 then
-  local stream, maxlen = KEYS[n + 1], ARGV[2*n + 1]
   if maxlen == '0' then
-    out[#out + 1] = redis.call('XADD', stream, '*', unpack(ARGV, 2*n + 2))
+    out[#out + 1] = redis.call('XADD', stream, '*', unpack(ARGV, first_field))
   else
-    out[#out + 1] = redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', unpack(ARGV, 2*n + 2))
+    out[#out + 1] = redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', unpack(ARGV, first_field))
   end
 end
 return out

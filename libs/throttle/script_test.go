@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"cryptopulse/tools/testkit"
+	"cryptopulse/testkit"
 )
 
 // Two hits in the same microsecond must both be logged. Allow refuses two

@@ -30,7 +30,7 @@ import (
 // KeyPrefix starts every throttle key in Redis.
 const KeyPrefix = "cp:throttle:"
 
-// ErrInvalidRule is returned, wrapped, by Allow and Enforce when a rule cannot
+// ErrInvalidRule is returned, wrapped, by Allow and AllowAdd when a rule cannot
 // be checked: a caller's bug, never the client's.
 var ErrInvalidRule = errors.New("throttle: invalid rule")
 

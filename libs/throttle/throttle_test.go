@@ -10,12 +10,12 @@ import (
 	"time"
 
 	"cryptopulse/libs/throttle"
-	"cryptopulse/tools/testkit"
+	"cryptopulse/testkit"
 )
 
 func TestAllowUpToLimitThenDeny(t *testing.T) {
 	r := testkit.StartRedis(t)
-	rdb := fastClient(t, r)
+	rdb := r.FastClient(t)
 	l := throttle.New(rdb)
 
 	tests := []struct {
@@ -70,7 +70,7 @@ func TestAllowUpToLimitThenDeny(t *testing.T) {
 // has freed.
 func TestRetryAfterIsWhenASlotFrees(t *testing.T) {
 	r := testkit.StartRedis(t)
-	l := throttle.New(fastClient(t, r))
+	l := throttle.New(r.FastClient(t))
 	ctx := ctxFor(t)
 	rule := throttle.Rule{Policy: "test", Subject: "retry", Limit: 2, Window: 600 * time.Millisecond}
 
@@ -107,7 +107,7 @@ func TestRetryAfterIsWhenASlotFrees(t *testing.T) {
 // Two instances, each with its own client and Limiter, draw on one budget.
 func TestInstancesShareOneBudget(t *testing.T) {
 	r := testkit.StartRedis(t)
-	instances := []*throttle.Limiter{throttle.New(fastClient(t, r)), throttle.New(fastClient(t, r))}
+	instances := []*throttle.Limiter{throttle.New(r.FastClient(t)), throttle.New(r.FastClient(t))}
 	ctx := ctxFor(t)
 	rule := throttle.Rule{Policy: "price", Subject: "user:alice", Limit: 7, Window: time.Minute}
 
@@ -131,7 +131,7 @@ func TestInstancesShareOneBudget(t *testing.T) {
 
 func TestSeveralRulesAtOnce(t *testing.T) {
 	r := testkit.StartRedis(t)
-	rdb := fastClient(t, r)
+	rdb := r.FastClient(t)
 	l := throttle.New(rdb)
 
 	ip := throttle.Rule{Policy: "login-ip", Limit: 3, Window: time.Minute}
@@ -214,7 +214,7 @@ func TestSeveralRulesAtOnce(t *testing.T) {
 
 func TestInvalidRules(t *testing.T) {
 	r := testkit.StartRedis(t)
-	l := throttle.New(fastClient(t, r))
+	l := throttle.New(r.FastClient(t))
 	ok := throttle.Rule{Policy: "p", Subject: "s", Limit: 1, Window: time.Second}
 	tests := []struct {
 		name  string
@@ -239,7 +239,7 @@ func TestInvalidRules(t *testing.T) {
 // Idle keys vanish when their newest hit leaves the window.
 func TestKeysExpire(t *testing.T) {
 	r := testkit.StartRedis(t)
-	rdb := fastClient(t, r)
+	rdb := r.FastClient(t)
 	l := throttle.New(rdb)
 	ctx := ctxFor(t)
 	rule := throttle.Rule{Policy: "test", Subject: "expiry", Limit: 5, Window: 300 * time.Millisecond}
@@ -263,8 +263,8 @@ func TestKeysExpire(t *testing.T) {
 // not luck, keeps the count exact.
 func TestConcurrentChecksAreExact(t *testing.T) {
 	r := testkit.StartRedis(t)
-	rdb := fastClient(t, r)
-	instances := []*throttle.Limiter{throttle.New(rdb), throttle.New(fastClient(t, r))}
+	rdb := r.FastClient(t)
+	instances := []*throttle.Limiter{throttle.New(rdb), throttle.New(r.FastClient(t))}
 
 	tests := []struct {
 		limit, calls int
@@ -312,7 +312,7 @@ func TestConcurrentChecksAreExact(t *testing.T) {
 // again by itself once Redis is back, even though it lost the cached script.
 func TestRedisOutage(t *testing.T) {
 	r := testkit.StartRedis(t)
-	l := throttle.New(fastClient(t, r))
+	l := throttle.New(r.FastClient(t))
 	ctx := ctxFor(t)
 	rule := throttle.Rule{Policy: "test", Subject: "outage", Limit: 5, Window: time.Minute}
 
@@ -345,7 +345,7 @@ func TestRedisOutage(t *testing.T) {
 
 func BenchmarkAllow(b *testing.B) {
 	r := testkit.StartRedis(b)
-	rdb := fastClient(b, r)
+	rdb := r.FastClient(b)
 	l := throttle.New(rdb)
 	ctx := context.Background() // a benchmark outlives any fixed deadline
 	huge := 1 << 30             // never denies, so every check takes the recording path

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"cryptopulse/tools/testkit"
+	"cryptopulse/testkit"
 )
 
 // loginBodyLimit is the body size past which the service answers 413.

@@ -10,7 +10,10 @@ require (
 	go.uber.org/zap v1.28.0
 )
 
+require github.com/lib/pq v1.12.3 // indirect
+
 require (
+	cryptopulse/testkit v0.0.0
 	github.com/andybalholm/brotli v1.2.6 // indirect
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
@@ -36,5 +39,6 @@ require (
 
 replace (
 	cryptopulse/libs => ../../libs
+	cryptopulse/testkit => ../../testkit
 	cryptopulse/tools => ../../tools
 )

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"cryptopulse/libs/httperr"
-	"cryptopulse/tools/testkit"
+	"cryptopulse/testkit"
 )
 
 // Test credentials and secret; the secret is at least 32 characters.

@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"cryptopulse/libs/jwtauth"
-	"cryptopulse/tools/testkit"
+	"cryptopulse/testkit"
 )
 
 // loginRow is one request to POST /auth/login and the answer it must get, in

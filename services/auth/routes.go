@@ -67,7 +67,7 @@ func handleLogin(d deps) fiber.Handler {
 			return err
 		}
 		ip := d.clientIP.ClientIP(c)
-		if err := d.limiter.Enforce(c,
+		if err := web.Throttle(c, d.limiter,
 			throttle.Rule{Policy: "login-ip", Subject: ip, Limit: d.cfg.LoginLimit, Window: d.cfg.ThrottleTTL},
 			throttle.Rule{Policy: "login-user", Subject: body.Username, Limit: d.cfg.LoginLimit, Window: d.cfg.ThrottleTTL},
 		); err != nil {

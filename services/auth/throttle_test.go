@@ -13,7 +13,8 @@ import (
 
 	"cryptopulse/libs/httperr"
 	"cryptopulse/libs/throttle"
-	"cryptopulse/tools/testkit"
+	"cryptopulse/libs/web"
+	"cryptopulse/testkit"
 )
 
 // want429 checks a throttled answer: the Nest body of the original's
@@ -24,7 +25,7 @@ func want429(t *testing.T, got response, limit int) {
 		t.Fatalf("status = %d, want 429: %s", got.status, got.raw)
 	}
 	b := got.errBody(t)
-	want := httperr.Body{StatusCode: 429, Message: throttle.MsgTooManyRequests, Error: "Too Many Requests"}
+	want := httperr.Body{StatusCode: 429, Message: web.MsgTooManyRequests, Error: "Too Many Requests"}
 	if !reflect.DeepEqual(b, want) {
 		t.Errorf("body = %+v, want %+v", b, want)
 	}
@@ -169,7 +170,7 @@ func TestLoginRedisDown(t *testing.T) {
 		if got.took >= time.Second {
 			t.Errorf("attempt %d: 503 took %v, want < 1s", i, got.took)
 		}
-		want := httperr.Body{StatusCode: 503, Message: throttle.MsgUnavailable, Error: "Service Unavailable"}
+		want := httperr.Body{StatusCode: 503, Message: web.MsgUnavailable, Error: "Service Unavailable"}
 		if b := got.errBody(t); !reflect.DeepEqual(b, want) {
 			t.Errorf("body = %+v, want %+v", b, want)
 		}

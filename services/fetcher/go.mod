@@ -11,6 +11,7 @@ require (
 )
 
 require (
+	cryptopulse/testkit v0.0.0
 	github.com/andybalholm/brotli v1.2.6 // indirect
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
@@ -42,5 +43,6 @@ require (
 
 replace (
 	cryptopulse/libs => ../../libs
+	cryptopulse/testkit => ../../testkit
 	cryptopulse/tools => ../../tools
 )

@@ -6,7 +6,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"cryptopulse/libs/config"
@@ -69,22 +68,25 @@ func run(ctx context.Context, getenv config.Getenv, stdout io.Writer, ready chan
 	}
 
 	reg := web.NewRegistry()
-	written := prometheus.NewCounter(prometheus.CounterOpts{Name: "fetcher_price_records_written_total", Help: "Rows written to price_records."})
-	reg.MustRegister(written)
 	// The backlog in Redis (stream lag, pending, unwritten records, open batches), read at scrape time.
 	reg.MustRegister(backlog.New(rdb, 0))
-	flusher := worker.NewFlusher(worker.FlusherConfig{
+	flusher, err := worker.NewFlusher(worker.FlusherConfig{
 		Name: cfg.InstanceID, SafetyPoll: cfg.BatchPoll, MaxBatches: cfg.BatchMaxCoins, Concurrency: cfg.FlushConcurrent,
 		CallTimeout: cfg.CoinGeckoTimeout, MaxAttempts: cfg.CoinGeckoAttempts, Margin: cfg.ReplyMargin,
 		Lease: cfg.BatchLease, StaleMaxAge: cfg.StaleMaxAge,
 	}, rdb, store, upstream, pg, log, reg)
-	consumer := &worker.Consumer{
-		RDB: rdb, Store: store, Name: cfg.InstanceID, Log: log,
-		ReclaimIdle: cfg.ReclaimIdle, Count: 100, Block: time.Second, Due: flusher.Due,
+	if err != nil {
+		return err
 	}
-	persister := &worker.Persister{
-		RDB: rdb, DB: pg, Name: cfg.InstanceID, Log: log, Written: written,
-		Migrate: func(ctx context.Context) error { return pricedb.Migrate(ctx, db) },
+	consumer, err := worker.NewConsumer(worker.ConsumerConfig{Name: cfg.InstanceID, ReclaimIdle: cfg.ReclaimIdle},
+		rdb, store, flusher.Due, log)
+	if err != nil {
+		return err
+	}
+	persister, err := worker.NewPersister(worker.PersisterConfig{Name: cfg.InstanceID}, rdb, pg,
+		func(ctx context.Context) error { return pricedb.Migrate(ctx, db) }, log, reg)
+	if err != nil {
+		return err
 	}
 
 	// Work stops in order on shutdown: no new requests are read, held

@@ -23,7 +23,7 @@ import (
 	"cryptopulse/libs/price"
 	"cryptopulse/libs/pricedb"
 	"cryptopulse/libs/web"
-	"cryptopulse/tools/testkit"
+	"cryptopulse/testkit"
 )
 
 // The fuzz targets of the gateway each start one real gateway (run() on a

@@ -4,7 +4,6 @@ go 1.26.8
 
 require (
 	cryptopulse/libs v0.0.0
-	cryptopulse/tools v0.0.0
 	github.com/gofiber/fiber/v2 v2.52.15
 	github.com/gofiber/swagger v1.1.1
 	github.com/prometheus/client_golang v1.25.0
@@ -13,6 +12,7 @@ require (
 )
 
 require (
+	cryptopulse/testkit v0.0.0
 	github.com/KyleBanks/depth v1.2.1 // indirect
 	github.com/PuerkitoBio/purell v1.1.1 // indirect
 	github.com/PuerkitoBio/urlesc v0.0.0-20170810143723-de5bf2ad4578 // indirect
@@ -23,7 +23,7 @@ require (
 	github.com/go-openapi/jsonreference v0.19.6 // indirect
 	github.com/go-openapi/spec v0.20.4 // indirect
 	github.com/go-openapi/swag v0.19.15 // indirect
-	github.com/golang-jwt/jwt/v5 v5.3.1 // indirect
+	github.com/golang-jwt/jwt/v5 v5.3.1
 	github.com/google/uuid v1.6.0 // indirect
 	github.com/jmoiron/sqlx v1.4.0 // indirect
 	github.com/josharian/intern v1.0.0 // indirect
@@ -59,5 +59,6 @@ require (
 
 replace (
 	cryptopulse/libs => ../../libs
+	cryptopulse/testkit => ../../testkit
 	cryptopulse/tools => ../../tools
 )

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"cryptopulse/libs/jwtauth"
-	"cryptopulse/tools/testkit"
+	"cryptopulse/testkit"
 )
 
 // testSecret signs the tokens tests send.

@@ -14,7 +14,6 @@ import (
 
 	"cryptopulse/libs/httperr"
 	"cryptopulse/libs/price"
-	"cryptopulse/libs/web"
 )
 
 // MaxCoinIDs bounds the distinct ids of one GET /v1/prices.
@@ -96,7 +95,6 @@ func mostTellingStatus(errs []price.CoinError) int {
 // pending is one id of a GET /v1/prices on its way through a batch.
 type pending struct {
 	req     price.Request
-	values  []any // req's stream fields
 	replies <-chan price.Reply
 	cancel  func()
 	xadd    *redis.StringCmd
@@ -112,13 +110,7 @@ func handlePrices(d deps) fiber.Handler {
 	d.registry.MustRegister(outcomes, coins)
 
 	return func(c *fiber.Ctx) error {
-		problems := checkQuery(c, "ids", "vsCurrency")
-		ids, idProblems := parseCoinIDs(c)
-		problems = append(problems, idProblems...)
-		currency := c.Query("vsCurrency", "usd")
-		if err := price.ValidateCurrency(currency); err != nil {
-			problems = append(problems, err.Error())
-		}
+		ids, currency, problems := pricesQuery(c)
 		if len(problems) > 0 {
 			return httperr.Validation(problems...)
 		}
@@ -126,95 +118,25 @@ func handlePrices(d deps) fiber.Handler {
 		if err := d.throttle(c); err != nil {
 			return err
 		}
-
 		ps := make([]pending, len(ids))
 		for i, id := range ids {
-			p := &ps[i]
-			p.req = price.Request{
-				ID: web.NewID(), Coin: id, Currency: currency,
-				TimeoutMS: d.cfg.ResultTimeout.Milliseconds(), Gateway: d.cfg.InstanceID,
-			}
-			p.req.ReplyTo = price.ReplyChannel(d.cfg.InstanceID, p.req.ID)
-			p.values = p.req.Values()
+			ps[i].req = d.pub.Request(id, currency)
 			// Listening before publishing, as for a single price.
-			p.replies, p.cancel = d.hub.Register(p.req.ID)
-			defer p.cancel()
+			ps[i].replies, ps[i].cancel = d.hub.Register(ps[i].req.ID)
+			defer ps[i].cancel()
 		}
-		// Every id's entry in one round trip.
-		ctx, stop := context.WithTimeout(c.UserContext(), time.Second)
-		pipe := d.redis.Pipeline()
-		for i := range ps {
-			ps[i].xadd = pipe.XAdd(ctx, &redis.XAddArgs{
-				Stream: price.StreamKey, MaxLen: d.cfg.StreamMaxLen, Approx: true, Values: ps[i].values,
-			})
-		}
-		_, execErr := pipe.Exec(ctx)
-		stop()
-		queued := 0
-		deadline := time.Now().Add(d.cfg.ResultTimeout)
-		for _, p := range ps {
-			if p.xadd.Err() == nil {
-				queued++
-				d.hub.Sent(p.req.ID, p.xadd.Val(), p.values, deadline)
-			}
-		}
-		if queued == 0 {
+		if queued, err := d.publish(c.UserContext(), ps); queued == 0 {
 			outcomes.WithLabelValues("503").Inc()
-			return fmt.Errorf("%w: xadd %d price requests: %v", errRedis, len(ps), execErr)
+			return fmt.Errorf("%w: xadd %d price requests: %v", errRedis, len(ps), err)
 		}
 
-		body := price.Prices{VsCurrency: currency, Prices: []price.Answer{}, Errors: []price.CoinError{}}
-		timer := time.NewTimer(d.cfg.ResultTimeout)
-		defer timer.Stop()
-		timedOut := false
-		for _, p := range ps {
-			if err := p.xadd.Err(); err != nil {
-				body.Errors = append(body.Errors, price.CoinError{
-					CoinID: p.req.Coin, StatusCode: http.StatusServiceUnavailable, Message: "Service unavailable: Redis is unreachable",
-				})
-				continue
-			}
-			var r price.Reply
-			got := false
-			if !timedOut {
-				select {
-				case r = <-p.replies:
-					got = true
-				case <-timer.C:
-					timedOut = true
-				}
-			} else {
-				// The deadline has passed: take only what is already here.
-				select {
-				case r = <-p.replies:
-					got = true
-				default:
-				}
-			}
-			switch {
-			case !got:
-				body.Errors = append(body.Errors, price.CoinError{
-					CoinID: p.req.Coin, StatusCode: http.StatusGatewayTimeout,
-					Message: fmt.Sprintf("No batch result within %d ms", d.cfg.ResultTimeout.Milliseconds()),
-				})
-			case r.Status == http.StatusOK:
-				body.Prices = append(body.Prices, answerOf(r))
-			default:
-				e := price.CoinError{CoinID: p.req.Coin, StatusCode: r.Status, Message: r.Message, RetryAfter: r.RetryAfter}
-				if r.Batch.ID != "" {
-					b := r.Batch
-					e.Batch = &b
-				}
-				body.Errors = append(body.Errors, e)
-			}
-		}
+		body := collect(ps, currency, d.cfg.ResultTimeout)
 		for range body.Prices {
 			coins.WithLabelValues("200").Inc()
 		}
 		for _, e := range body.Errors {
 			coins.WithLabelValues(strconv.Itoa(e.StatusCode)).Inc()
 		}
-
 		status := http.StatusOK
 		if len(body.Prices) == 0 {
 			status = failAll(c, &body)
@@ -224,6 +146,95 @@ func handlePrices(d deps) fiber.Handler {
 		}
 		outcomes.WithLabelValues(strconv.Itoa(status)).Inc()
 		return c.Status(status).JSON(body)
+	}
+}
+
+// pricesQuery reads and checks the ids and vsCurrency of GET /v1/prices.
+func pricesQuery(c *fiber.Ctx) (ids []string, currency string, problems []string) {
+	problems = checkQuery(c, "ids", "vsCurrency")
+	ids, idProblems := parseCoinIDs(c)
+	problems = append(problems, idProblems...)
+	currency = c.Query("vsCurrency", "usd")
+	if err := price.ValidateCurrency(currency); err != nil {
+		problems = append(problems, err.Error())
+	}
+	return ids, currency, problems
+}
+
+// publish puts every id's request on the stream in one round trip, tells
+// the hub about each one that went out, and returns how many did.
+func (d deps) publish(ctx context.Context, ps []pending) (int, error) {
+	ctx, stop := context.WithTimeout(ctx, time.Second)
+	defer stop()
+	pipe := d.redis.Pipeline()
+	for i := range ps {
+		ps[i].xadd = d.pub.Add(ctx, pipe, ps[i].req)
+	}
+	_, err := pipe.Exec(ctx)
+	queued := 0
+	deadline := time.Now().Add(d.cfg.ResultTimeout)
+	for _, p := range ps {
+		if p.xadd.Err() == nil {
+			queued++
+			d.hub.Sent(p.xadd.Val(), p.req, deadline)
+		}
+	}
+	return queued, err
+}
+
+// collect waits, until timeout has passed, for the reply of every id that
+// went out, and makes the body: a price or an error per id, in order.
+func collect(ps []pending, currency string, timeout time.Duration) price.Prices {
+	body := price.Prices{VsCurrency: currency, Prices: []price.Answer{}, Errors: []price.CoinError{}}
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	timedOut := false
+	for _, p := range ps {
+		if err := p.xadd.Err(); err != nil {
+			body.Errors = append(body.Errors, price.CoinError{
+				CoinID: p.req.Coin, StatusCode: http.StatusServiceUnavailable, Message: msgRedisDown,
+			})
+			continue
+		}
+		var r price.Reply
+		var got bool
+		r, got, timedOut = receive(p.replies, timer.C, timedOut)
+		switch {
+		case !got:
+			body.Errors = append(body.Errors, price.CoinError{
+				CoinID: p.req.Coin, StatusCode: http.StatusGatewayTimeout, Message: noResult(timeout),
+			})
+		case r.Status == http.StatusOK:
+			body.Prices = append(body.Prices, answerOf(r))
+		default:
+			e := price.CoinError{CoinID: p.req.Coin, StatusCode: r.Status, Message: r.Message, RetryAfter: r.RetryAfter}
+			if r.Batch.ID != "" {
+				b := r.Batch
+				e.Batch = &b
+			}
+			body.Errors = append(body.Errors, e)
+		}
+	}
+	return body
+}
+
+// receive takes a reply, waiting until expired fires; once it has fired
+// (timedOut), it takes only a reply that is already here. It reports
+// whether it got one and whether the time is now up.
+func receive(replies <-chan price.Reply, expired <-chan time.Time, timedOut bool) (r price.Reply, got, nowTimedOut bool) {
+	if !timedOut {
+		select {
+		case r = <-replies:
+			return r, true, false
+		case <-expired:
+			return price.Reply{}, false, true
+		}
+	}
+	select {
+	case r = <-replies:
+		return r, true, true
+	default:
+		return price.Reply{}, false, true
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 	"cryptopulse/libs/redisconn"
 	"cryptopulse/libs/throttle"
 	"cryptopulse/libs/web"
+	"cryptopulse/services/gateway/internal/pricereq"
 	"cryptopulse/services/gateway/internal/reply"
 )
 
@@ -50,10 +51,15 @@ func run(ctx context.Context, getenv config.Getenv, stdout io.Writer, ready chan
 	}
 	defer db.Close()
 
+	pub, err := pricereq.New(cfg.InstanceID, cfg.ResultTimeout, cfg.StreamMaxLen)
+	if err != nil {
+		return err
+	}
+
 	// The hub outlives the HTTP server: requests still in flight during a
 	// graceful shutdown need it to receive their replies.
 	hubCtx, stopHub := context.WithCancel(context.WithoutCancel(ctx))
-	hub := reply.NewHub(rdb, cfg.InstanceID, log)
+	hub := reply.NewHub(rdb, pub, log)
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); hub.Run(hubCtx) }()
@@ -76,7 +82,7 @@ func run(ctx context.Context, getenv config.Getenv, stdout io.Writer, ready chan
 	})
 	routes(app, deps{
 		log: log, cfg: cfg, verifier: verifier, limiter: throttle.New(rdb),
-		redis: rdb, hub: hub,
+		redis: rdb, pub: pub, hub: hub,
 		store: pricedb.NewStore(db), registry: reg,
 	})
 

@@ -18,8 +18,8 @@ import (
 
 	"cryptopulse/libs/httperr"
 	"cryptopulse/libs/price"
-	"cryptopulse/libs/throttle"
-	"cryptopulse/tools/testkit"
+	"cryptopulse/libs/web"
+	"cryptopulse/testkit"
 )
 
 // The tests in this file drive a real gateway (run() on a free port) over
@@ -328,7 +328,7 @@ func TestRedisDownPricePath(t *testing.T) {
 		if got.took >= time.Second {
 			t.Errorf("attempt %d: 503 took %v, want < 1s", i, got.took)
 		}
-		want := httperr.Body{StatusCode: 503, Message: throttle.MsgUnavailable, Error: "Service Unavailable"}
+		want := httperr.Body{StatusCode: 503, Message: web.MsgUnavailable, Error: "Service Unavailable"}
 		if b := secNest(t, got.raw); !reflect.DeepEqual(b, want) {
 			t.Errorf("attempt %d: body %+v, want %+v", i, b, want)
 		}

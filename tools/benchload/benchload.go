@@ -34,8 +34,8 @@ import (
 
 	_ "github.com/lib/pq" // the shared PostgreSQL's driver
 
+	"cryptopulse/testkit"
 	"cryptopulse/tools/devstack"
-	"cryptopulse/tools/testkit"
 )
 
 // Options configure a run. The zero value runs every scenario in full mode

@@ -8,17 +8,12 @@ import (
 
 	"github.com/lib/pq"
 	"github.com/redis/go-redis/v9"
+
+	"cryptopulse/libs/price"
 )
 
-// Redis keys and groups the drain check reads (see the README's redis-cli
-// section).
-const (
-	requestStream = "cp:price:requests"
-	fetcherGroup  = "fetchers"
-	recordStream  = "cp:price:records"
-	dueSet        = "cp:batch:due"
-	openPattern   = "cp:batch:open:*"
-)
+// openPattern matches every open batch (see the README's redis-cli section).
+const openPattern = price.OpenBatchPrefix + "*"
 
 // drainLimit bounds the wait for the system to settle after the load.
 const drainLimit = 30 * time.Second
@@ -64,9 +59,9 @@ func drain(ctx context.Context, r *redisServer, m *sampler) DrainState {
 
 func readDrain(ctx context.Context, c *redis.Client, m *sampler) DrainState {
 	var st DrainState
-	p, err := c.XPending(ctx, requestStream, fetcherGroup).Result()
+	p, err := c.XPending(ctx, price.StreamKey, price.Group).Result()
 	if err != nil {
-		st.Err = fmt.Errorf("XPENDING %s %s: %w", requestStream, fetcherGroup, err)
+		st.Err = fmt.Errorf("XPENDING %s %s: %w", price.StreamKey, price.Group, err)
 		return st
 	}
 	st.Pending = p.Count
@@ -82,12 +77,12 @@ func readDrain(ctx context.Context, c *redis.Client, m *sampler) DrainState {
 			break
 		}
 	}
-	if st.Due, err = c.ZCard(ctx, dueSet).Result(); err != nil {
-		st.Err = fmt.Errorf("ZCARD %s: %w", dueSet, err)
+	if st.Due, err = c.ZCard(ctx, price.DueKey).Result(); err != nil {
+		st.Err = fmt.Errorf("ZCARD %s: %w", price.DueKey, err)
 		return st
 	}
-	if st.Records, err = c.XLen(ctx, recordStream).Result(); err != nil {
-		st.Err = fmt.Errorf("XLEN %s: %w", recordStream, err)
+	if st.Records, err = c.XLen(ctx, price.RecordsStream).Result(); err != nil {
+		st.Err = fmt.Errorf("XLEN %s: %w", price.RecordsStream, err)
 		return st
 	}
 	gateways := 0

@@ -14,7 +14,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"cryptopulse/tools/testkit"
+	"cryptopulse/testkit"
 )
 
 // redisServer is a redis-server the soak runs itself rather than through

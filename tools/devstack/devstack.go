@@ -29,7 +29,7 @@ import (
 
 	"github.com/lib/pq"
 
-	"cryptopulse/tools/testkit"
+	"cryptopulse/testkit"
 )
 
 // buildTarget is a binary Build produces and the package it comes from;

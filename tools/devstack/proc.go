@@ -14,7 +14,7 @@ import (
 	"syscall"
 	"time"
 
-	"cryptopulse/tools/testkit"
+	"cryptopulse/testkit"
 )
 
 // healthTimeout bounds how long Start waits for a process to answer its

@@ -15,7 +15,6 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"cryptopulse/libs/price"
-	"cryptopulse/services/fetcher/internal/batch"
 )
 
 // DefaultTimeout bounds one scrape's Redis reads: well under Prometheus's
@@ -51,7 +50,7 @@ func New(rdb *redis.Client, timeout time.Duration) *Collector {
 		records: prometheus.NewDesc("fetcher_records_backlog",
 			"Price records in "+price.RecordsStream+" not yet written to Postgres (lag plus pending of the "+price.RecordsGroup+" group).", nil, nil),
 		open: prometheus.NewDesc("fetcher_open_batches",
-			"Batches open or being flushed now (ZCARD "+batch.DueKey+").", nil, nil),
+			"Batches open or being flushed now (ZCARD "+price.DueKey+").", nil, nil),
 	}
 }
 
@@ -109,7 +108,7 @@ func (c *Collector) read(ctx context.Context) snapshot {
 	reqLen := pipe.XLen(ctx, price.StreamKey)
 	recGroups := pipe.XInfoGroups(ctx, price.RecordsStream)
 	recLen := pipe.XLen(ctx, price.RecordsStream)
-	open := pipe.ZCard(ctx, batch.DueKey)
+	open := pipe.ZCard(ctx, price.DueKey)
 	// Per-command errors are checked below: a missing stream is an answer.
 	_, _ = pipe.Exec(ctx)
 

@@ -10,8 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"cryptopulse/libs/price"
-	"cryptopulse/services/fetcher/internal/batch"
-	"cryptopulse/tools/testkit"
+	"cryptopulse/testkit"
 )
 
 // scrape registers c alone and returns every sample it sent, by name.
@@ -116,7 +115,7 @@ func TestBacklogFollowsTheStreams(t *testing.T) {
 	must(t, rdb.XAck(ctx, price.RecordsStream, price.RecordsGroup, rec[0]).Err())
 	must(t, rdb.XDel(ctx, price.RecordsStream, rec[0]).Err())
 
-	must(t, rdb.ZAdd(ctx, batch.DueKey, redis.Z{Score: 1, Member: "bitcoin:usd:1"}, redis.Z{Score: 2, Member: "ethereum:usd:2"}).Err())
+	must(t, rdb.ZAdd(ctx, price.DueKey, redis.Z{Score: 1, Member: "bitcoin:usd:1"}, redis.Z{Score: 2, Member: "ethereum:usd:2"}).Err())
 
 	expect(t, scrape(t, c), map[string]float64{
 		"fetcher_backlog_up":      1,

@@ -17,26 +17,6 @@ import (
 	"cryptopulse/libs/price"
 )
 
-// Redis keys the store writes besides the per-batch ones.
-const (
-	DueKey = "cp:batch:due"
-	SeqKey = "cp:batch:seq"
-	// WakeChannel carries "<due ms> <redis now ms>" whenever a batch comes
-	// due sooner than the fetchers' timers know: a new batch, a late
-	// request. A batch due at once is claimed by the fetcher that filled it.
-	WakeChannel = "cp:batch:wake"
-	// CooldownKey holds, while it exists, CoinGecko's last "wait before
-	// asking again": every fetcher honours it.
-	CooldownKey = "cp:upstream:cooldown"
-	// BudgetKey is the shared upstream budget's GCRA state.
-	BudgetKey = "cp:upstream:budget"
-	// LastPricePrefix starts the key of each coin's newest fetched price.
-	LastPricePrefix = "cp:price:last:"
-)
-
-// LastPriceKey is where the newest fetched price of coin in currency is kept.
-func LastPriceKey(coin, currency string) string { return LastPricePrefix + coin + ":" + currency }
-
 // ErrLeaseLost is returned by Complete when another fetcher took the batch.
 var ErrLeaseLost = errors.New("batch lease lost to another fetcher")
 
@@ -123,7 +103,7 @@ type Joined struct {
 // Enqueue adds the request read from stream entry entryID to its batch and
 // acknowledges the entry, atomically.
 func (s *Store) Enqueue(ctx context.Context, entryID string, r price.Request) (Joined, error) {
-	res, err := enqueue.Run(ctx, s.rdb, s.enqueueKeys(), s.enqueueArgs(entryID, r)...).Slice()
+	res, err := enqueue.Run(ctx, s.rdb, s.enqueueKeys(), s.enqueueArgs(entryID, r)...).Result()
 	if err != nil {
 		return Joined{}, fmt.Errorf("enqueue %s: %w", entryID, err)
 	}
@@ -153,7 +133,7 @@ func (s *Store) EnqueueAll(ctx context.Context, entries []Entry) ([]Joined, []er
 	})
 	local := time.Now()
 	for i, e := range entries {
-		res, err := cmds[i].Slice()
+		res, err := cmds[i].Result()
 		if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
 			// Redis lost its script cache (a restart): Run loads it again.
 			out[i], errs[i] = s.Enqueue(ctx, e.ID, e.Request)
@@ -169,26 +149,24 @@ func (s *Store) EnqueueAll(ctx context.Context, entries []Entry) ([]Joined, []er
 }
 
 func (s *Store) enqueueKeys() []string {
-	return []string{price.StreamKey, DueKey, SeqKey, CooldownKey, BudgetKey}
+	return []string{price.StreamKey, price.DueKey, price.SeqKey, price.CooldownKey, price.BudgetKey}
 }
 
 func (s *Store) enqueueArgs(entryID string, r price.Request) []any {
 	interval, tolerance := s.set.Budget.gcra()
 	return []any{price.Group, entryID, r.Coin, r.Currency, r.ID, r.ReplyTo, r.TimeoutMS,
 		s.set.Window.Milliseconds(), s.set.Threshold, s.set.KeyTTL.Milliseconds(), s.set.Lead.Milliseconds(),
-		interval, tolerance, s.set.SnapshotMaxAge.Milliseconds(), WakeChannel}
+		interval, tolerance, s.set.SnapshotMaxAge.Milliseconds(), price.WakeChannel}
 }
 
-func joined(entryID string, res []any, local time.Time) (Joined, error) {
-	if len(res) != 5 {
-		return Joined{}, fmt.Errorf("enqueue %s: unexpected reply %v", entryID, res)
+// joined decodes enqueue's reply {batch id, size, outcome, due ms, now}.
+func joined(entryID string, res any, local time.Time) (Joined, error) {
+	f := decode("enqueue "+entryID, res, 5)
+	j := Joined{BatchID: f.str(0), Size: int(f.int(1)), Outcome: f.str(2)}
+	due, now := f.int(3), f.int(4)
+	if f.err != nil {
+		return Joined{}, f.err
 	}
-	id, _ := res[0].(string)
-	size, _ := res[1].(int64)
-	outcome, _ := res[2].(string)
-	due, _ := res[3].(int64)
-	now, _ := res[4].(int64)
-	j := Joined{BatchID: id, Size: int(size), Outcome: outcome}
 	if due > 0 {
 		// Redis time to the local clock: the script ran a moment ago, so
 		// "now" there is about local now here; only the difference counts.
@@ -257,59 +235,51 @@ type Claim struct {
 // most max), spending one upstream slot if any of them needs a call.
 func (s *Store) Claim(ctx context.Context, owner string, max int) (Claim, error) {
 	interval, tolerance := s.set.Budget.gcra()
-	res, err := claim.Run(ctx, s.rdb, []string{DueKey, CooldownKey, BudgetKey}, owner, s.set.Lease.Milliseconds(), max,
-		interval, tolerance, s.set.SnapshotMaxAge.Milliseconds(), s.set.KeyTTL.Milliseconds(), s.set.Coalesce.Milliseconds()).Slice()
+	res, err := claim.Run(ctx, s.rdb, []string{price.DueKey, price.CooldownKey, price.BudgetKey}, owner, s.set.Lease.Milliseconds(), max,
+		interval, tolerance, s.set.SnapshotMaxAge.Milliseconds(), s.set.KeyTTL.Milliseconds(), s.set.Coalesce.Milliseconds()).Result()
 	if err != nil {
 		return Claim{}, fmt.Errorf("claim batches: %w", err)
 	}
-	local := time.Now()
-	if len(res) != 5 {
-		return Claim{}, fmt.Errorf("claim batches: unexpected reply %v", res)
+	return claimed(res, time.Now())
+}
+
+// claimed decodes claim's reply {now, claimed rows, next due ms or -1,
+// slot ms, waiting rows}; local is when it arrived.
+func claimed(res any, local time.Time) (Claim, error) {
+	f := decode("claim batches", res, 5)
+	now, rows, next, slot, waiting := f.int(0), f.list(1), f.int(2), f.int(3), f.list(4)
+	if f.err != nil {
+		return Claim{}, f.err
 	}
-	now, _ := res[0].(int64)
 	at := func(ms int64) time.Time { return local.Add(time.Duration(ms-now) * time.Millisecond) }
-	rows, _ := res[1].([]any)
-	next, _ := res[2].(int64)
-	slot, _ := res[3].(int64)
-	waiting, _ := res[4].([]any)
 	out := Claim{Batches: make([]Claimed, 0, len(rows)), SlotAt: at(slot)}
 	if next >= 0 {
 		out.NextDue = at(next)
 	}
 	for _, row := range rows {
-		f, ok := row.([]any)
-		if !ok || len(f) != 11 {
-			return Claim{}, fmt.Errorf("claim batches: unexpected row %v", row)
+		// {id, coin, currency, size, reason, attempt, deadline_ms,
+		// created_ms, source, snapshot price, snapshot fetched ms}
+		f := decode("claimed batch", row, 11)
+		c := Claimed{
+			ID: f.str(0), Coin: f.str(1), Currency: f.str(2), Size: int(f.int(3)), FlushReason: f.str(4),
+			Attempt: int(f.int(5)), Deadline: at(f.int(6)), Age: time.Duration(now-f.int(7)) * time.Millisecond,
+			Source: f.str(8), Snapshot: Snapshot{Price: f.str(9)},
+			claimedRedis: time.UnixMilli(now), claimedLocal: local,
 		}
-		c := Claimed{}
-		c.ID, _ = f[0].(string)
-		c.Coin, _ = f[1].(string)
-		c.Currency, _ = f[2].(string)
-		size, _ := f[3].(int64)
-		c.FlushReason, _ = f[4].(string)
-		attempt, _ := f[5].(int64)
-		deadline, _ := f[6].(int64)
-		created, _ := f[7].(int64)
-		c.Source, _ = f[8].(string)
-		c.Snapshot.Price, _ = f[9].(string)
-		if ms, _ := f[10].(int64); ms > 0 {
+		if ms := f.int(10); ms > 0 {
 			c.Snapshot.FetchedAt = time.UnixMilli(ms)
 		}
-		c.Size, c.Attempt = int(size), int(attempt)
-		c.claimedRedis, c.claimedLocal = time.UnixMilli(now), local
-		c.Deadline = at(deadline)
-		c.Age = time.Duration(now-created) * time.Millisecond
+		if f.err != nil {
+			return Claim{}, f.err
+		}
 		out.Batches = append(out.Batches, c)
 	}
 	for _, row := range waiting {
-		f, ok := row.([]any)
-		if !ok || len(f) != 2 {
-			return Claim{}, fmt.Errorf("claim batches: unexpected waiting row %v", row)
+		f := decode("waiting batch", row, 2) // {id, deadline_ms}
+		w := Waiting{ID: f.str(0), Deadline: at(f.int(1))}
+		if f.err != nil {
+			return Claim{}, f.err
 		}
-		w := Waiting{}
-		w.ID, _ = f[0].(string)
-		deadline, _ := f[1].(int64)
-		w.Deadline = at(deadline)
 		out.Waiting = append(out.Waiting, w)
 	}
 	return out, nil
@@ -320,7 +290,7 @@ func (s *Store) Claim(ctx context.Context, owner string, max int) (Claim, error)
 func (s *Store) Shed(ctx context.Context, id string, cutoff time.Time, payload []byte) (int, error) {
 	// The script adds this to its own Redis TIME: no clock read of ours.
 	in := time.Until(cutoff).Milliseconds()
-	n, err := shed.Run(ctx, s.rdb, []string{DueKey}, id, in, payload,
+	n, err := shed.Run(ctx, s.rdb, []string{price.DueKey}, id, in, payload,
 		s.set.ResultTTL.Milliseconds(), s.set.Keep.Milliseconds()).Int()
 	if err != nil {
 		return 0, fmt.Errorf("shed batch %s: %w", id, err)
@@ -332,7 +302,7 @@ func (s *Store) Shed(ctx context.Context, id string, cutoff time.Time, payload [
 // otherwise returns how long until the next one.
 func (s *Store) TakeSlot(ctx context.Context) (wait time.Duration, err error) {
 	interval, tolerance := s.set.Budget.gcra()
-	ms, err := takeSlot.Run(ctx, s.rdb, []string{CooldownKey, BudgetKey}, interval, tolerance).Int64()
+	ms, err := takeSlot.Run(ctx, s.rdb, []string{price.CooldownKey, price.BudgetKey}, interval, tolerance).Int64()
 	if err != nil {
 		return 0, fmt.Errorf("take upstream slot: %w", err)
 	}
@@ -342,7 +312,7 @@ func (s *Store) TakeSlot(ctx context.Context) (wait time.Duration, err error) {
 // Cooldown makes every fetcher hold off the upstream for d (CoinGecko's
 // Retry-After).
 func (s *Store) Cooldown(ctx context.Context, d time.Duration) error {
-	if err := s.rdb.Set(ctx, CooldownKey, d.Milliseconds(), max(d, time.Millisecond)).Err(); err != nil {
+	if err := s.rdb.Set(ctx, price.CooldownKey, d.Milliseconds(), max(d, time.Millisecond)).Err(); err != nil {
 		return fmt.Errorf("set upstream cooldown: %w", err)
 	}
 	return nil
@@ -350,7 +320,7 @@ func (s *Store) Cooldown(ctx context.Context, d time.Duration) error {
 
 // LastPrice returns coin's newest fetched price in currency, or ok false.
 func (s *Store) LastPrice(ctx context.Context, coin, currency string) (snap Snapshot, ok bool, err error) {
-	v, err := s.rdb.HMGet(ctx, LastPriceKey(coin, currency), "price", "fetched_ms", "batch").Result()
+	v, err := s.rdb.HMGet(ctx, price.LastPriceKey(coin, currency), "price", "fetched_ms", "batch").Result()
 	if err != nil {
 		return Snapshot{}, false, fmt.Errorf("read last price: %w", err)
 	}
@@ -368,7 +338,7 @@ func (s *Store) LastPrice(ctx context.Context, coin, currency string) (snap Snap
 // Renew extends owner's leases on ids and returns those it still holds.
 func (s *Store) Renew(ctx context.Context, owner string, ids []string) ([]string, error) {
 	args := append([]any{owner, s.set.Lease.Milliseconds()}, toAny(ids)...)
-	kept, err := renew.Run(ctx, s.rdb, []string{DueKey}, args...).StringSlice()
+	kept, err := renew.Run(ctx, s.rdb, []string{price.DueKey}, args...).StringSlice()
 	if err != nil {
 		return nil, fmt.Errorf("renew leases: %w", err)
 	}
@@ -433,7 +403,7 @@ func (s *Store) CompleteAll(ctx context.Context, owner string, batches []Complet
 	return ns, errs
 }
 
-var completeKeys = []string{DueKey, price.RecordsStream}
+var completeKeys = []string{price.DueKey, price.RecordsStream}
 
 func (s *Store) completeArgs(owner string, b Completion) []any {
 	args := []any{owner, b.ID, b.Payload, s.set.ResultTTL.Milliseconds(), s.set.Keep.Milliseconds(), s.set.RecordsMaxLen}

@@ -12,7 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"cryptopulse/libs/price"
-	"cryptopulse/tools/testkit"
+	"cryptopulse/testkit"
 )
 
 var settings = Settings{
@@ -285,7 +285,7 @@ func TestCompleteAllAnswersEachBatchOnItsOwn(t *testing.T) {
 			lost = c.ID
 		}
 	}
-	if err := rdb.HSet(ctx, "cp:batch:"+lost, "owner", "f2").Err(); err != nil {
+	if err := rdb.HSet(ctx, price.BatchKey(lost), "owner", "f2").Err(); err != nil {
 		t.Fatal(err)
 	}
 	done := make([]Completion, len(claimed))
@@ -342,7 +342,7 @@ func TestEnqueueKeepsTheBatchFieldsAUserInspects(t *testing.T) {
 	if d := time.Until(second.Due); d < time.Second || d > 1600*time.Millisecond {
 		t.Errorf("due in %v, want about 1.5 s (2 s deadline - 500 ms lead)", d)
 	}
-	h, err := rdb.HGetAll(ctx, "cp:batch:"+first.BatchID).Result()
+	h, err := rdb.HGetAll(ctx, price.BatchKey(first.BatchID)).Result()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -355,13 +355,13 @@ func TestEnqueueKeepsTheBatchFieldsAUserInspects(t *testing.T) {
 	if deadline-due != 500 || due-created > 1600 || due-created < 1000 {
 		t.Errorf("created %d, due %d, deadline %d: want due = the hasty deadline - 500 ms", created, due, deadline)
 	}
-	if score, err := rdb.ZScore(ctx, DueKey, first.BatchID).Result(); err != nil || int64(score) != due {
+	if score, err := rdb.ZScore(ctx, price.DueKey, first.BatchID).Result(); err != nil || int64(score) != due {
 		t.Errorf("due zset score %v (%v), want %d", score, err, due)
 	}
-	if reqs, _ := rdb.LRange(ctx, "cp:batch:"+first.BatchID+":requests", 0, -1).Result(); len(reqs) != 2 {
+	if reqs, _ := rdb.LRange(ctx, price.BatchRequestsKey(first.BatchID), 0, -1).Result(); len(reqs) != 2 {
 		t.Errorf("requests %v", reqs)
 	}
-	for _, k := range []string{"cp:batch:" + first.BatchID, "cp:batch:" + first.BatchID + ":requests", "cp:batch:open:bitcoin:usd"} {
+	for _, k := range []string{price.BatchKey(first.BatchID), price.BatchRequestsKey(first.BatchID), price.OpenBatchKey("bitcoin", "usd")} {
 		if ttl, _ := rdb.PTTL(ctx, k).Result(); ttl <= 0 || ttl > set.KeyTTL {
 			t.Errorf("%s expires in %v, want within KeyTTL %v", k, ttl, set.KeyTTL)
 		}

@@ -9,7 +9,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"cryptopulse/libs/price"
-	"cryptopulse/tools/testkit"
+	"cryptopulse/testkit"
 )
 
 // BenchmarkBatchLifecycle measures the Redis side of one batch of three

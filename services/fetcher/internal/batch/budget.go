@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"cryptopulse/libs/price"
 )
 
 // Budget is the upstream call budget every fetcher shares. Calls are paced
@@ -60,8 +62,8 @@ func (s *Store) Remaining(ctx context.Context) (int, error) {
 	var now *redis.TimeCmd
 	if _, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		now = p.Time(ctx)
-		tat = p.Get(ctx, BudgetKey)
-		cool = p.PTTL(ctx, CooldownKey)
+		tat = p.Get(ctx, price.BudgetKey)
+		cool = p.PTTL(ctx, price.CooldownKey)
 		return nil
 	}); err != nil && !errors.Is(err, redis.Nil) {
 		return 0, fmt.Errorf("read upstream budget: %w", err)

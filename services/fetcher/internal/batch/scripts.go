@@ -1,13 +1,21 @@
 package batch
 
-import "github.com/redis/go-redis/v9"
+import (
+	"strconv"
+
+	"github.com/redis/go-redis/v9"
+
+	"cryptopulse/libs/price"
+)
 
 // The scripts below are the whole batching protocol. Each runs atomically in
 // Redis, reads the time from Redis TIME (one clock for every fetcher), and
 // builds its batch key names from the batch id. They therefore touch keys
-// not passed in KEYS, which a single Redis (not Redis Cluster) allows.
+// not passed in KEYS, which a single Redis (not Redis Cluster) allows. Every
+// script names its KEYS and ARGV at its top; the prefixes of the keys it
+// builds come from libs/price through luaNames.
 //
-// Keys (all documented in the README):
+// Keys (named in libs/price/keys.go, all documented in the README):
 //   cp:batch:open:<coin>:<currency>  id of the batch still taking requests
 //   cp:batch:<id>                    hash: coin, currency, size, state, flush_reason, owner, attempt, source, times
 //   cp:batch:<id>:requests           list of "<requestId> <replyChannel> <deadlineMs>"
@@ -17,6 +25,20 @@ import "github.com/redis/go-redis/v9"
 //   cp:upstream:budget               GCRA theoretical arrival time (ms) of the next upstream call
 //   cp:upstream:cooldown             set while CoinGecko asked us to wait (429)
 //   cp:price:last:<coin>:<currency>  hash: price, fetched_ms, batch of the newest fetched price
+
+// luaNames is the scripts' preamble: libs/price's key prefixes as Lua
+// strings (printable ASCII, which Go and Lua quote alike) and the key
+// builders the scripts share, so no script spells a key name.
+var luaNames = `
+local BATCH_PREFIX, REQUESTS_SUFFIX = ` + strconv.Quote(price.BatchPrefix) + `, ` + strconv.Quote(price.BatchRequestsSuffix) + `
+local OPEN_PREFIX, RESULT_PREFIX, LAST_PREFIX = ` + strconv.Quote(price.OpenBatchPrefix) + `, ` +
+	strconv.Quote(price.ResultPrefix) + `, ` + strconv.Quote(price.LastPricePrefix) + `
+local function batch_key(id) return BATCH_PREFIX .. id end
+local function requests_key(id) return BATCH_PREFIX .. id .. REQUESTS_SUFFIX end
+local function open_key(coin, cur) return OPEN_PREFIX .. coin .. ':' .. cur end
+local function result_key(request_id) return RESULT_PREFIX .. request_id end
+local function last_key(coin, cur) return LAST_PREFIX .. coin .. ':' .. cur end
+`
 
 const luaNow = `
 local t = redis.call('TIME')
@@ -48,7 +70,7 @@ local function take_slot(budget_key, interval)
 end
 local function fresh_snapshot(coin, cur, max_age)
   if max_age <= 0 then return nil end
-  local last = redis.call('HMGET', 'cp:price:last:' .. coin .. ':' .. cur, 'price', 'fetched_ms')
+  local last = redis.call('HMGET', last_key(coin, cur), 'price', 'fetched_ms')
   if last[1] and now - tonumber(last[2]) < max_age then return last end
   return nil
 end
@@ -71,25 +93,28 @@ end
 // ttl ms, lead ms, interval ms, tolerance ms, snapshot max age ms, wake
 // channel. Returns {batch id, size, outcome, due ms, now}; due ms is 0 when
 // the batch's due time did not move.
-var enqueue = redis.NewScript(luaNow + luaSlot + `
+var enqueue = redis.NewScript(luaNames + luaNow + luaSlot + `
+local stream, due_set, seq, cooldown, budget = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local group, entry_id, coin, cur = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local request_id, reply_to, timeout = ARGV[5], ARGV[6], tonumber(ARGV[7])
 local window, threshold, ttl, lead = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
 local interval, tolerance, max_age = tonumber(ARGV[12]), tonumber(ARGV[13]), tonumber(ARGV[14])
-if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then
+local wake = ARGV[15]
+if redis.call('XACK', stream, group, entry_id) == 0 then
   return {'', 0, 'duplicate', 0, now}
 end
-local deadline = tonumber(string.match(ARGV[2], '^(%d+)')) + tonumber(ARGV[7])
+local deadline = tonumber(string.match(entry_id, '^(%d+)')) + timeout
 if deadline <= now then
   return {'', 0, 'expired', 0, now}
 end
-local coin, cur = ARGV[3], ARGV[4]
-local openKey = 'cp:batch:open:' .. coin .. ':' .. cur
+local openKey = open_key(coin, cur)
 local id = redis.call('GET', openKey)
 -- Every redis.call costs more than the work it does, and this runs once
 -- per request: the batch's fields are read in one HMGET and written in one
 -- HSET, and a new batch's in one HSET with its first request.
 local b
 if id then
-  b = redis.call('HMGET', 'cp:batch:' .. id, 'deadline_ms', 'due_ms', 'state')
+  b = redis.call('HMGET', batch_key(id), 'deadline_ms', 'due_ms', 'state')
   -- An open batch whose hash is gone (expired) is replaced.
   if not b[1] then id = nil end
 end
@@ -98,16 +123,16 @@ if created then
   -- The Redis time makes ids unique across Redis lifetimes: after a restart
   -- without data the counter starts again, and Postgres already holds rows
   -- keyed by the old ids.
-  id = coin .. ':' .. cur .. ':' .. now .. '-' .. redis.call('INCR', KEYS[3])
+  id = coin .. ':' .. cur .. ':' .. now .. '-' .. redis.call('INCR', seq)
   -- Closed by the claim (or at the threshold), not by expiry: a due batch
   -- waiting for an upstream slot keeps taking requests.
   redis.call('SET', openKey, id, 'PX', ttl)
 end
-local bkey = 'cp:batch:' .. id
+local bkey, rkey = batch_key(id), requests_key(id)
 -- The list's length is the batch's size (shed and complete keep it so).
-local size = redis.call('RPUSH', bkey .. ':requests', ARGV[5] .. ' ' .. ARGV[6] .. ' ' .. deadline)
+local size = redis.call('RPUSH', rkey, request_id .. ' ' .. reply_to .. ' ' .. deadline)
 if size == 1 then
-  redis.call('PEXPIRE', bkey .. ':requests', ttl)
+  redis.call('PEXPIRE', rkey, ttl)
 end
 local set = {'size', size}
 local old_deadline, due, state
@@ -136,21 +161,21 @@ if size >= threshold and state ~= 'full' then
     table.insert(set, f)
   end
   moved = now
-  close = slot_at(KEYS[4], KEYS[5], interval, tolerance) <= now or fresh_snapshot(coin, cur, max_age)
+  close = slot_at(cooldown, budget, interval, tolerance) <= now or fresh_snapshot(coin, cur, max_age)
 end
 redis.call('HSET', bkey, unpack(set))
 if created then
   redis.call('PEXPIRE', bkey, ttl)
 end
 if moved > 0 then
-  redis.call('ZADD', KEYS[2], moved, id)
+  redis.call('ZADD', due_set, moved, id)
 end
 if close then
   redis.call('DEL', openKey)
 end
 -- Due now needs no announcement: the caller claims it at once.
 if moved > now then
-  redis.call('PUBLISH', ARGV[15], moved .. ' ' .. now)
+  redis.call('PUBLISH', wake, moved .. ' ' .. now)
 end
 return {id, size, 'queued', moved, now}
 `)
@@ -168,28 +193,29 @@ return {id, size, 'queued', moved, now}
 // rows are {id, coin, currency, size, reason, attempt, deadline_ms,
 // created_ms, source, snapshot price, snapshot fetched ms} and waiting rows
 // {id, deadline_ms}.
-var claim = redis.NewScript(luaNow + luaSlot + `
-local lease, max = tonumber(ARGV[2]), tonumber(ARGV[3])
+var claim = redis.NewScript(luaNames + luaNow + luaSlot + `
+local due_set, cooldown, budget = KEYS[1], KEYS[2], KEYS[3]
+local owner, lease, max = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local interval, tolerance, max_age, ttl = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local horizon = tonumber(ARGV[8])
 -- Once something is due, the call also carries the batches whose window
 -- ends within the horizon: one call instead of several a few ms apart.
 local ids = {}
-if #redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 1) > 0 then
-  ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now + horizon, 'WITHSCORES', 'LIMIT', 0, max)
+if #redis.call('ZRANGEBYSCORE', due_set, '-inf', now, 'LIMIT', 0, 1) > 0 then
+  ids = redis.call('ZRANGEBYSCORE', due_set, '-inf', now + horizon, 'WITHSCORES', 'LIMIT', 0, max)
 end
-local slot = slot_at(KEYS[2], KEYS[3], interval, tolerance)
+local slot = slot_at(cooldown, budget, interval, tolerance)
 local out, waiting, spent = {}, {}, false
 for i = 1, #ids, 2 do
   local id, score = ids[i], tonumber(ids[i + 1])
-  local bkey = 'cp:batch:' .. id
+  local bkey = batch_key(id)
   local b = redis.call('HMGET', bkey, 'coin', 'currency', 'size', 'state', 'flush_reason', 'deadline_ms', 'created_ms')
   if not b[1] or b[4] == 'done' then
-    redis.call('ZREM', KEYS[1], id)
+    redis.call('ZREM', due_set, id)
   elseif score > now and (b[4] == 'flushing' or slot > now) then
     -- A live lease, or an early batch that would only wait: not yet.
   else
-    local openKey = 'cp:batch:open:' .. b[1] .. ':' .. b[2]
+    local openKey = open_key(b[1], b[2])
     local snap = fresh_snapshot(b[1], b[2], max_age)
     if snap or slot <= now then
       if redis.call('GET', openKey) == id then
@@ -200,8 +226,8 @@ for i = 1, #ids, 2 do
       local source = 'coingecko'
       if snap then source = 'snapshot' else spent = true end
       local attempt = redis.call('HINCRBY', bkey, 'attempt', 1)
-      redis.call('HSET', bkey, 'state', 'flushing', 'flush_reason', reason, 'owner', ARGV[1], 'claimed_ms', now, 'source', source)
-      redis.call('ZADD', KEYS[1], now + lease, id)
+      redis.call('HSET', bkey, 'state', 'flushing', 'flush_reason', reason, 'owner', owner, 'claimed_ms', now, 'source', source)
+      redis.call('ZADD', due_set, now + lease, id)
       table.insert(out, {id, b[1], b[2], tonumber(b[3]), reason, attempt, tonumber(b[6]), tonumber(b[7]),
         source, snap and snap[1] or '', snap and tonumber(snap[2]) or 0})
     else
@@ -216,9 +242,9 @@ for i = 1, #ids, 2 do
   end
 end
 if spent then
-  take_slot(KEYS[3], interval)
+  take_slot(budget, interval)
 end
-local nxt = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+local nxt = redis.call('ZRANGE', due_set, 0, 0, 'WITHSCORES')
 local next_due = -1
 if nxt[2] then next_due = tonumber(nxt[2]) end
 return {now, out, next_due, slot, waiting}
@@ -230,20 +256,22 @@ return {now, out, next_due, slot, waiting}
 // KEYS: due zset. ARGV: batch id, cutoff as ms from now, payload, result
 // ttl ms, keep ms.
 // Returns the number of requests answered.
-var shed = redis.NewScript(luaNow + `
-local id, cutoff = ARGV[1], now + tonumber(ARGV[2])
-local bkey = 'cp:batch:' .. id
+var shed = redis.NewScript(luaNames + luaNow + `
+local due_set = KEYS[1]
+local id, cutoff, payload = ARGV[1], now + tonumber(ARGV[2]), ARGV[3]
+local result_ttl, keep = tonumber(ARGV[4]), tonumber(ARGV[5])
+local bkey, rkey = batch_key(id), requests_key(id)
 local b = redis.call('HMGET', bkey, 'coin', 'currency', 'state')
 if not b[1] or b[3] == 'done' or b[3] == 'flushing' then
   return 0
 end
-local reqs = redis.call('LRANGE', bkey .. ':requests', 0, -1)
+local reqs = redis.call('LRANGE', rkey, 0, -1)
 local kept, n, earliest = {}, 0, nil
 for _, r in ipairs(reqs) do
   local rid, channel, dl = string.match(r, '^(%S+) (%S+) (%d+)')
   if rid and tonumber(dl) < cutoff then
-    redis.call('SET', 'cp:price:result:' .. rid, ARGV[3], 'PX', tonumber(ARGV[4]))
-    redis.call('PUBLISH', channel, ARGV[3])
+    redis.call('SET', result_key(rid), payload, 'PX', result_ttl)
+    redis.call('PUBLISH', channel, payload)
     n = n + 1
   else
     table.insert(kept, r)
@@ -251,16 +279,16 @@ for _, r in ipairs(reqs) do
   end
 end
 if n == 0 then return 0 end
-redis.call('DEL', bkey .. ':requests')
+redis.call('DEL', rkey)
 if #kept == 0 then
-  local openKey = 'cp:batch:open:' .. b[1] .. ':' .. b[2]
+  local openKey = open_key(b[1], b[2])
   if redis.call('GET', openKey) == id then redis.call('DEL', openKey) end
   redis.call('HSET', bkey, 'state', 'done', 'done_ms', now, 'size', 0)
-  redis.call('ZREM', KEYS[1], id)
-  redis.call('PEXPIRE', bkey, tonumber(ARGV[5]))
+  redis.call('ZREM', due_set, id)
+  redis.call('PEXPIRE', bkey, keep)
 else
-  redis.call('RPUSH', bkey .. ':requests', unpack(kept))
-  redis.call('PEXPIRE', bkey .. ':requests', tonumber(ARGV[5]) + 600000)
+  redis.call('RPUSH', rkey, unpack(kept))
+  redis.call('PEXPIRE', rkey, keep + 600000)
   redis.call('HSET', bkey, 'size', #kept, 'deadline_ms', earliest)
 end
 return n
@@ -269,24 +297,28 @@ return n
 // takeSlot spends an upstream slot for a retry if one is free now, and
 // otherwise says how long until the next. KEYS: cooldown, budget. ARGV:
 // interval ms, tolerance ms. Returns 0 (taken) or the wait in ms.
-var takeSlot = redis.NewScript(luaNow + luaSlot + `
+var takeSlot = redis.NewScript(luaNames + luaNow + luaSlot + `
+local cooldown, budget = KEYS[1], KEYS[2]
 local interval, tolerance = tonumber(ARGV[1]), tonumber(ARGV[2])
-local at = slot_at(KEYS[1], KEYS[2], interval, tolerance)
+local at = slot_at(cooldown, budget, interval, tolerance)
 if at > now then return at - now end
-take_slot(KEYS[2], interval)
+take_slot(budget, interval)
 return 0
 `)
 
 // renew extends the caller's leases; it returns the ids still the caller's.
 // KEYS: due zset. ARGV: owner, lease ms, ids...
-var renew = redis.NewScript(luaNow + `
-local lease = tonumber(ARGV[2])
+var renew = redis.NewScript(luaNames + luaNow + `
+local due_set = KEYS[1]
+local owner, lease = ARGV[1], tonumber(ARGV[2])
+-- ARGV[3] on: the batch ids.
 local kept = {}
 for i = 3, #ARGV do
-  local bkey = 'cp:batch:' .. ARGV[i]
-  if redis.call('HGET', bkey, 'owner') == ARGV[1] and redis.call('HGET', bkey, 'state') == 'flushing' then
-    redis.call('ZADD', KEYS[1], 'XX', now + lease, ARGV[i])
-    table.insert(kept, ARGV[i])
+  local id = ARGV[i]
+  local bkey = batch_key(id)
+  if redis.call('HGET', bkey, 'owner') == owner and redis.call('HGET', bkey, 'state') == 'flushing' then
+    redis.call('ZADD', due_set, 'XX', now + lease, id)
+    table.insert(kept, id)
   end
 end
 return kept
@@ -303,36 +335,41 @@ return kept
 // ms, keep ms, records maxlen, price (” for none), fetched ms, last-price
 // ttl ms, then record fields (field, value, ...) or none.
 // Returns the number of requests answered, or -1 when the lease was lost.
-var complete = redis.NewScript(luaNow + `
-local bkey = 'cp:batch:' .. ARGV[2]
+var complete = redis.NewScript(luaNames + luaNow + `
+local due_set, records = KEYS[1], KEYS[2]
+local owner, id, payload = ARGV[1], ARGV[2], ARGV[3]
+local result_ttl, keep, records_maxlen = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
+local last_price, fetched_ms, last_ttl = ARGV[7], ARGV[8], tonumber(ARGV[9])
+-- ARGV[10] on: the record's fields and values, or none.
+local bkey, rkey = batch_key(id), requests_key(id)
 local b = redis.call('HMGET', bkey, 'owner', 'state', 'coin', 'currency')
-if b[1] ~= ARGV[1] or b[2] ~= 'flushing' then
+if b[1] ~= owner or b[2] ~= 'flushing' then
   return -1
 end
-local reqs = redis.call('LRANGE', bkey .. ':requests', 0, -1)
+local reqs = redis.call('LRANGE', rkey, 0, -1)
 for _, r in ipairs(reqs) do
-  local id, channel = string.match(r, '^(%S+) (%S+)')
-  if id then
-    redis.call('SET', 'cp:price:result:' .. id, ARGV[3], 'PX', tonumber(ARGV[4]))
-    redis.call('PUBLISH', channel, ARGV[3])
+  local rid, channel = string.match(r, '^(%S+) (%S+)')
+  if rid then
+    redis.call('SET', result_key(rid), payload, 'PX', result_ttl)
+    redis.call('PUBLISH', channel, payload)
   end
 end
 redis.call('HSET', bkey, 'state', 'done', 'done_ms', now, 'size', #reqs)
-redis.call('ZREM', KEYS[1], ARGV[2])
-redis.call('PEXPIRE', bkey, tonumber(ARGV[5]))
-redis.call('PEXPIRE', bkey .. ':requests', tonumber(ARGV[5]))
-if ARGV[7] ~= '' then
-  local lkey = 'cp:price:last:' .. b[3] .. ':' .. b[4]
+redis.call('ZREM', due_set, id)
+redis.call('PEXPIRE', bkey, keep)
+redis.call('PEXPIRE', rkey, keep)
+if last_price ~= '' then
+  local lkey = last_key(b[3], b[4])
   local have = tonumber(redis.call('HGET', lkey, 'fetched_ms') or '0')
-  if tonumber(ARGV[8]) >= have then
-    redis.call('HSET', lkey, 'price', ARGV[7], 'fetched_ms', ARGV[8], 'batch', ARGV[2])
-    redis.call('PEXPIRE', lkey, tonumber(ARGV[9]))
+  if tonumber(fetched_ms) >= have then
+    redis.call('HSET', lkey, 'price', last_price, 'fetched_ms', fetched_ms, 'batch', id)
+    redis.call('PEXPIRE', lkey, last_ttl)
   end
 end
 if #ARGV > 9 then
   local fields = {}
   for i = 10, #ARGV do table.insert(fields, ARGV[i]) end
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', unpack(fields))
+  redis.call('XADD', records, 'MAXLEN', '~', records_maxlen, '*', unpack(fields))
 end
 return #reqs
 `)

@@ -18,20 +18,25 @@ import (
 	"cryptopulse/services/fetcher/internal/batch"
 )
 
-// Consumer reads the request stream through the "fetchers" group.
+// Consumer reads the request stream through the consumer group
+// (price.Group) and moves each entry into its coin's batch.
 type Consumer struct {
-	RDB   *redis.Client
-	Store *batch.Store
-	Name  string // consumer name: the instance id
-	Log   *zap.Logger
-	// ReclaimIdle is how long an entry may sit unacknowledged with a dead
-	// consumer before another takes it.
-	ReclaimIdle time.Duration
-	Count       int64
-	Block       time.Duration
-	// Due, if set, hears when a request made its batch due sooner (a new
+	cfg   ConsumerConfig
+	rdb   *redis.Client
+	store *batch.Store
+	// due, if set, hears when a request made its batch due sooner (a new
 	// batch, a full one): the flusher's wake-up.
-	Due func(at time.Time)
+	due func(at time.Time)
+	log *zap.Logger
+}
+
+// NewConsumer returns a Consumer over rdb and store; due may be nil.
+func NewConsumer(cfg ConsumerConfig, rdb *redis.Client, store *batch.Store, due func(at time.Time), log *zap.Logger) (*Consumer, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Consumer{cfg: cfg, rdb: rdb, store: store, due: due, log: log}, nil
 }
 
 // EnsureGroup creates the stream and group if missing. It starts the group at
@@ -52,16 +57,16 @@ func isNoGroup(err error) bool { return err != nil && strings.HasPrefix(err.Erro
 func (c *Consumer) Run(ctx context.Context) {
 	lastReclaim := time.Time{}
 	for ctx.Err() == nil {
-		if time.Since(lastReclaim) > c.ReclaimIdle/2 {
+		if time.Since(lastReclaim) > c.cfg.ReclaimIdle/2 {
 			lastReclaim = time.Now()
 			c.reclaim(ctx)
 		}
 		// Not cancelled mid-read: an entry Redis hands over while the read
 		// is abandoned would sit unbatched until another fetcher reclaims
 		// it. Stopping waits at most one Block instead.
-		res, err := c.RDB.XReadGroup(context.WithoutCancel(ctx), &redis.XReadGroupArgs{
-			Group: price.Group, Consumer: c.Name, Streams: []string{price.StreamKey, ">"},
-			Count: c.Count, Block: c.Block,
+		res, err := c.rdb.XReadGroup(context.WithoutCancel(ctx), &redis.XReadGroupArgs{
+			Group: price.Group, Consumer: c.cfg.Name, Streams: []string{price.StreamKey, ">"},
+			Count: c.cfg.Count, Block: c.cfg.Block,
 		}).Result()
 		switch {
 		case errors.Is(err, redis.Nil):
@@ -69,8 +74,8 @@ func (c *Consumer) Run(ctx context.Context) {
 		case isNoGroup(err):
 			// Redis lost the stream or group (a restart without data):
 			// make them again and go on.
-			c.Log.Warn("consumer group missing; recreating it")
-			if err := EnsureGroup(ctx, c.RDB, price.StreamKey, price.Group); err != nil {
+			c.log.Warn("consumer group missing; recreating it")
+			if err := EnsureGroup(ctx, c.rdb, price.StreamKey, price.Group); err != nil {
 				c.pause(ctx, err)
 			}
 			continue
@@ -88,7 +93,7 @@ func (c *Consumer) pause(ctx context.Context, err error) {
 	if ctx.Err() != nil {
 		return
 	}
-	c.Log.Warn("reading the request stream failed; retrying", zap.Error(err))
+	c.log.Warn("reading the request stream failed; retrying", zap.Error(err))
 	select {
 	case <-ctx.Done():
 	case <-time.After(250 * time.Millisecond):
@@ -100,18 +105,18 @@ func (c *Consumer) pause(ctx context.Context, err error) {
 func (c *Consumer) reclaim(ctx context.Context) {
 	start := "0-0"
 	for ctx.Err() == nil {
-		msgs, next, err := c.RDB.XAutoClaim(ctx, &redis.XAutoClaimArgs{
-			Stream: price.StreamKey, Group: price.Group, Consumer: c.Name,
-			MinIdle: c.ReclaimIdle, Start: start, Count: 100,
+		msgs, next, err := c.rdb.XAutoClaim(ctx, &redis.XAutoClaimArgs{
+			Stream: price.StreamKey, Group: price.Group, Consumer: c.cfg.Name,
+			MinIdle: c.cfg.ReclaimIdle, Start: start, Count: 100,
 		}).Result()
 		if err != nil {
 			if !isNoGroup(err) && !errors.Is(err, redis.Nil) {
-				c.Log.Warn("reclaiming stale entries failed", zap.Error(err))
+				c.log.Warn("reclaiming stale entries failed", zap.Error(err))
 			}
 			return
 		}
 		for _, m := range msgs {
-			c.Log.Info("reclaimed a stale stream entry", zap.String("entry", m.ID))
+			c.log.Info("reclaimed a stale stream entry", zap.String("entry", m.ID))
 		}
 		c.handle(ctx, msgs)
 		if next == "0-0" || len(msgs) == 0 {
@@ -130,14 +135,14 @@ const deadConsumerIdle = 10 * time.Minute
 // brings a new name) so XINFO CONSUMERS shows the live ones. Only consumers
 // with no pending entries are removed: deleting one would drop its entries.
 func (c *Consumer) forgetDeadConsumers(ctx context.Context) {
-	consumers, err := c.RDB.XInfoConsumers(ctx, price.StreamKey, price.Group).Result()
+	consumers, err := c.rdb.XInfoConsumers(ctx, price.StreamKey, price.Group).Result()
 	if err != nil {
 		return
 	}
 	for _, info := range consumers {
-		if info.Name != c.Name && info.Pending == 0 && info.Idle > deadConsumerIdle {
-			if err := c.RDB.XGroupDelConsumer(ctx, price.StreamKey, price.Group, info.Name).Err(); err == nil {
-				c.Log.Info("removed the consumer of a stopped fetcher", zap.String("consumer", info.Name))
+		if info.Name != c.cfg.Name && info.Pending == 0 && info.Idle > deadConsumerIdle {
+			if err := c.rdb.XGroupDelConsumer(ctx, price.StreamKey, price.Group, info.Name).Err(); err == nil {
+				c.log.Info("removed the consumer of a stopped fetcher", zap.String("consumer", info.Name))
 			}
 		}
 	}
@@ -154,24 +159,24 @@ func (c *Consumer) handle(ctx context.Context, msgs []redis.XMessage) {
 		if err != nil {
 			// A malformed entry can never be answered; acknowledge it so it
 			// does not come back forever.
-			c.Log.Warn("dropping malformed stream entry", zap.String("entry", m.ID), zap.Error(err))
-			_ = c.RDB.XAck(ctx, price.StreamKey, price.Group, m.ID).Err()
+			c.log.Warn("dropping malformed stream entry", zap.String("entry", m.ID), zap.Error(err))
+			_ = c.rdb.XAck(ctx, price.StreamKey, price.Group, m.ID).Err()
 			continue
 		}
 		entries = append(entries, batch.Entry{ID: m.ID, Request: req})
 	}
-	joined, errs := c.Store.EnqueueAll(ctx, entries)
+	joined, errs := c.store.EnqueueAll(ctx, entries)
 	for i, e := range entries {
 		j, err := joined[i], errs[i]
 		if err != nil {
 			// Left pending: reclaim picks it up again after ReclaimIdle.
-			c.Log.Warn("batching a request failed", zap.String("entry", e.ID), zap.Error(err))
+			c.log.Warn("batching a request failed", zap.String("entry", e.ID), zap.Error(err))
 			continue
 		}
-		if c.Due != nil && !j.Due.IsZero() {
-			c.Due(j.Due)
+		if c.due != nil && !j.Due.IsZero() {
+			c.due(j.Due)
 		}
-		c.Log.Debug("request batched", zap.String("entry", e.ID), zap.String("requestId", e.Request.ID),
+		c.log.Debug("request batched", zap.String("entry", e.ID), zap.String("requestId", e.Request.ID),
 			zap.String("batch", j.BatchID), zap.Int("size", j.Size), zap.String("outcome", j.Outcome))
 	}
 }

@@ -13,23 +13,6 @@ import (
 	"cryptopulse/services/fetcher/internal/batch"
 )
 
-// FlusherConfig tunes the flusher.
-type FlusherConfig struct {
-	Name string
-	// SafetyPoll is how often the flusher looks for due batches even when
-	// nothing woke it: the net under a wake-up lost with a Redis reconnect.
-	SafetyPoll  time.Duration
-	MaxBatches  int           // batches (coins) per upstream call, at most 515
-	Concurrency int           // flushes in flight at once
-	CallTimeout time.Duration // one upstream call
-	MaxAttempts int           // calls per flush
-	Margin      time.Duration // answer this long before a client's deadline
-	Lease       time.Duration
-	// StaleMaxAge lets a failed fetch be answered with the newest stored
-	// price if it is younger (STALE_MAX_AGE_MS); 0 turns it off.
-	StaleMaxAge time.Duration
-}
-
 // Flusher claims due batches the moment they are due and answers them: a
 // full batch wakes it at once, a window ends on its timer, and a spent
 // budget sets the timer to the next upstream slot. Its parts are the waker
@@ -55,7 +38,11 @@ type metrics struct {
 
 // NewFlusher returns a Flusher and registers its metrics. latest, if not
 // nil, is where stale prices are looked up when Redis has none.
-func NewFlusher(cfg FlusherConfig, rdb *redis.Client, store *batch.Store, up Upstream, latest LatestReader, log *zap.Logger, reg prometheus.Registerer) *Flusher {
+func NewFlusher(cfg FlusherConfig, rdb *redis.Client, store *batch.Store, up Upstream, latest LatestReader, log *zap.Logger, reg prometheus.Registerer) (*Flusher, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
 	m := metrics{
 		calls: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "fetcher_upstream_calls_total", Help: "CoinGecko calls by outcome.",
@@ -85,13 +72,15 @@ func NewFlusher(cfg FlusherConfig, rdb *redis.Client, store *batch.Store, up Ups
 		}
 		return float64(n)
 	})
-	reg.MustRegister(m.calls, m.flushes, m.sizes, m.takeover, m.shed, budget)
+	if err := register(reg, m.calls, m.flushes, m.sizes, m.takeover, m.shed, budget); err != nil {
+		return nil, err
+	}
 	return &Flusher{
 		cfg: cfg, store: store, log: log, m: m,
 		wake:   newWaker(rdb, log),
 		call:   &caller{store: store, upstream: up, timeout: cfg.CallTimeout, attempts: cfg.MaxAttempts, log: log, calls: m.calls},
 		answer: &answerer{name: cfg.Name, store: store, latest: latest, staleMaxAge: cfg.StaleMaxAge, log: log, m: &m},
-	}
+	}, nil
 }
 
 // Due tells the flusher that a batch comes due at t: the consumer calls it

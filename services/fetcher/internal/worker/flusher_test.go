@@ -17,7 +17,7 @@ import (
 // time): when it came due and when a fetcher claimed it.
 func (r *rig) batchTimes(t *testing.T, id string) (due, claimed int64) {
 	t.Helper()
-	v, err := r.rdb.HMGet(context.Background(), "cp:batch:"+id, "due_ms", "claimed_ms").Result()
+	v, err := r.rdb.HMGet(context.Background(), price.BatchKey(id), "due_ms", "claimed_ms").Result()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -184,7 +184,7 @@ func TestStaleOnErrorServesTheNewestStoredPrice(t *testing.T) {
 			}
 			if tc.dropLast {
 				r.waitRows(t, 1)
-				if err := r.rdb.Del(context.Background(), batch.LastPriceKey("litecoin", "usd")).Err(); err != nil {
+				if err := r.rdb.Del(context.Background(), price.LastPriceKey("litecoin", "usd")).Err(); err != nil {
 					t.Fatal(err)
 				}
 			}

@@ -28,23 +28,36 @@ var _ RecordWriter = (*pricedb.Store)(nil)
 // entry is acknowledged only after its row is committed, so while Postgres
 // is down records wait in Redis and none is lost.
 type Persister struct {
-	RDB     *redis.Client
-	DB      RecordWriter
-	Migrate func(context.Context) error
-	Name    string
-	Log     *zap.Logger
-	// Written counts rows inserted.
-	Written prometheus.Counter
+	cfg     PersisterConfig
+	rdb     *redis.Client
+	db      RecordWriter
+	migrate func(context.Context) error
+	log     *zap.Logger
+	written prometheus.Counter
+}
+
+// NewPersister returns a Persister writing to db, once migrate has
+// succeeded, and registers its metric.
+func NewPersister(cfg PersisterConfig, rdb *redis.Client, db RecordWriter, migrate func(context.Context) error, log *zap.Logger, reg prometheus.Registerer) (*Persister, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	written := prometheus.NewCounter(prometheus.CounterOpts{Name: "fetcher_price_records_written_total", Help: "Rows written to price_records."})
+	if err := register(reg, written); err != nil {
+		return nil, err
+	}
+	return &Persister{cfg: cfg, rdb: rdb, db: db, migrate: migrate, log: log, written: written}, nil
 }
 
 // Run persists until ctx is done.
 func (p *Persister) Run(ctx context.Context) {
 	for ctx.Err() == nil {
-		err := p.Migrate(ctx)
+		err := p.migrate(ctx)
 		if err == nil {
 			break
 		}
-		p.Log.Warn("migrating the price database failed; retrying", zap.Error(err))
+		p.log.Warn("migrating the price database failed; retrying", zap.Error(err))
 		sleep(ctx, 2*time.Second)
 	}
 	backoff := 250 * time.Millisecond
@@ -55,7 +68,7 @@ func (p *Persister) Run(ctx context.Context) {
 	ensure, ownPending := true, true
 	for ctx.Err() == nil {
 		if ensure {
-			if err := EnsureGroup(ctx, p.RDB, price.RecordsStream, price.RecordsGroup); err != nil {
+			if err := EnsureGroup(ctx, p.rdb, price.RecordsStream, price.RecordsGroup); err != nil {
 				sleep(ctx, backoff)
 				continue
 			}
@@ -63,8 +76,8 @@ func (p *Persister) Run(ctx context.Context) {
 		}
 		if time.Since(lastReclaim) > 10*time.Second {
 			lastReclaim = time.Now()
-			_, _, _ = p.RDB.XAutoClaim(ctx, &redis.XAutoClaimArgs{
-				Stream: price.RecordsStream, Group: price.RecordsGroup, Consumer: p.Name,
+			_, _, _ = p.rdb.XAutoClaim(ctx, &redis.XAutoClaimArgs{
+				Stream: price.RecordsStream, Group: price.RecordsGroup, Consumer: p.cfg.Name,
 				MinIdle: 30 * time.Second, Start: "0-0", Count: 100,
 			}).Result()
 		}
@@ -83,7 +96,7 @@ func (p *Persister) Run(ctx context.Context) {
 				ensure = true
 			}
 			if ctx.Err() == nil && !errors.Is(err, redis.Nil) {
-				p.Log.Warn("reading price records failed", zap.Error(err))
+				p.log.Warn("reading price records failed", zap.Error(err))
 				sleep(ctx, backoff)
 			}
 			continue
@@ -93,18 +106,18 @@ func (p *Persister) Run(ctx context.Context) {
 		}
 		if err := p.write(ctx, msgs); err != nil {
 			ownPending = true
-			p.Log.Warn("writing price records failed; they stay queued in Redis", zap.Int("records", len(msgs)), zap.Error(err))
+			p.log.Warn("writing price records failed; they stay queued in Redis", zap.Int("records", len(msgs)), zap.Error(err))
 			sleep(ctx, time.Second)
 		}
 	}
 }
 
 func (p *Persister) read(ctx context.Context, from string, block time.Duration) ([]redis.XMessage, error) {
-	args := &redis.XReadGroupArgs{Group: price.RecordsGroup, Consumer: p.Name, Streams: []string{price.RecordsStream, from}, Count: 200}
+	args := &redis.XReadGroupArgs{Group: price.RecordsGroup, Consumer: p.cfg.Name, Streams: []string{price.RecordsStream, from}, Count: 200}
 	if block > 0 {
 		args.Block = block
 	}
-	res, err := p.RDB.XReadGroup(ctx, args).Result()
+	res, err := p.rdb.XReadGroup(ctx, args).Result()
 	if err != nil {
 		return nil, err
 	}
@@ -124,7 +137,7 @@ func (p *Persister) write(ctx context.Context, msgs []redis.XMessage) error {
 		at, err := time.Parse(time.RFC3339Nano, s(batch.RecFetchedAt))
 		if err != nil || s(batch.RecCoin) == "" || s(batch.RecPrice) == "" {
 			// Acknowledged below without a row: it can never be written.
-			p.Log.Error("dropping malformed price record", zap.String("entry", m.ID))
+			p.log.Error("dropping malformed price record", zap.String("entry", m.ID))
 			continue
 		}
 		recs = append(recs, pricedb.Record{
@@ -133,17 +146,15 @@ func (p *Persister) write(ctx context.Context, msgs []redis.XMessage) error {
 		})
 	}
 	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	n, err := p.DB.Insert(wctx, recs)
+	n, err := p.db.Insert(wctx, recs)
 	cancel()
 	if err != nil {
 		return err
 	}
-	if p.Written != nil {
-		p.Written.Add(float64(n))
-	}
+	p.written.Add(float64(n))
 	// A written record is no longer needed in Redis: acknowledge and delete
 	// it, so the stream only ever holds what Postgres has not got yet.
-	pipe := p.RDB.TxPipeline()
+	pipe := p.rdb.TxPipeline()
 	pipe.XAck(ctx, price.RecordsStream, price.RecordsGroup, ids...)
 	pipe.XDel(ctx, price.RecordsStream, ids...)
 	_, err = pipe.Exec(ctx)

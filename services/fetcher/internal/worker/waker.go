@@ -10,13 +10,13 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
+	"cryptopulse/libs/price"
 	"cryptopulse/libs/redisconn"
-	"cryptopulse/services/fetcher/internal/batch"
 )
 
 // waker decides when the flusher claims: at once when a batch fills, at the
 // earliest due time it knows of (a timer, re-armed when an earlier time is
-// announced on batch.WakeChannel by any fetcher), and on a slow safety poll.
+// announced on price.WakeChannel by any fetcher), and on a slow safety poll.
 // An idle fetcher therefore costs Redis one claim per safety poll.
 type waker struct {
 	rdb  *redis.Client
@@ -79,10 +79,10 @@ func (w *waker) wait(ctx context.Context, poll time.Duration) bool {
 	return true
 }
 
-// listen follows batch.WakeChannel until ctx is done. Every (re)subscription
+// listen follows price.WakeChannel until ctx is done. Every (re)subscription
 // wakes the flusher too: announcements sent while it was away are lost.
 func (w *waker) listen(ctx context.Context) {
-	redisconn.Receive(ctx, w.rdb.Subscribe(ctx, batch.WakeChannel), w.log, "wake-up", func(msg any) {
+	redisconn.Receive(ctx, w.rdb.Subscribe(ctx, price.WakeChannel), w.log, "wake-up", func(msg any) {
 		switch m := msg.(type) {
 		case *redis.Subscription:
 			w.now()

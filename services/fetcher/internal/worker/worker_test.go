@@ -18,8 +18,8 @@ import (
 	"cryptopulse/libs/pricedb"
 	"cryptopulse/services/fetcher/internal/batch"
 	"cryptopulse/services/fetcher/internal/coingecko"
+	"cryptopulse/testkit"
 	"cryptopulse/tools/cgsim"
-	"cryptopulse/tools/testkit"
 )
 
 // rig runs two fetchers' loops in-process (so the race detector sees them)
@@ -91,11 +91,21 @@ func startRigWith(t *testing.T, o rigOptions) *rig {
 		log := zap.NewNop()
 		// A safety poll far longer than any test's wait: batches must be
 		// flushed by their wake-ups, not found by polling.
-		f := NewFlusher(FlusherConfig{Name: name, SafetyPoll: time.Minute, MaxBatches: 50, Concurrency: 2,
+		reg := prometheus.NewRegistry()
+		f, err := NewFlusher(FlusherConfig{Name: name, SafetyPoll: time.Minute, MaxBatches: 50, Concurrency: 2,
 			CallTimeout: o.timeout, MaxAttempts: o.attempts, Margin: 100 * time.Millisecond, Lease: o.lease, StaleMaxAge: o.staleMaxAge},
-			rdb, store, up, pg, log, prometheus.NewRegistry())
-		c := &Consumer{RDB: rdb, Store: store, Name: name, Log: log, ReclaimIdle: time.Second, Count: 10, Block: 200 * time.Millisecond, Due: f.Due}
-		p := &Persister{RDB: rdb, DB: pg, Name: name, Log: log, Migrate: func(ctx context.Context) error { return pricedb.Migrate(ctx, db) }}
+			rdb, store, up, pg, log, reg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := NewConsumer(ConsumerConfig{Name: name, ReclaimIdle: time.Second, Count: 10, Block: 200 * time.Millisecond}, rdb, store, f.Due, log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := NewPersister(PersisterConfig{Name: name}, rdb, pg, func(ctx context.Context) error { return pricedb.Migrate(ctx, db) }, log, reg)
+		if err != nil {
+			t.Fatal(err)
+		}
 		wg.Add(3)
 		go func() { defer wg.Done(); f.Run(ctx) }()
 		go func() { defer wg.Done(); c.Run(ctx) }()

@@ -20,13 +20,14 @@ import (
 
 	"cryptopulse/libs/price"
 	"cryptopulse/libs/redisconn"
+	"cryptopulse/services/gateway/internal/pricereq"
 )
 
 // Hub routes replies to waiting requests.
 type Hub struct {
-	rdb     *redis.Client
-	gateway string
-	log     *zap.Logger
+	rdb *redis.Client
+	pub pricereq.Publisher
+	log *zap.Logger
 	// SweepAfter is how long a request waits for its publish before the hub
 	// also looks for its result key; SweepEvery is how often it looks.
 	sweepAfter, sweepEvery time.Duration
@@ -45,17 +46,18 @@ type waiter struct {
 	since time.Time
 	// checked is when the sweep last read this request's result key.
 	checked time.Time
-	// The stream entry the request went out as, and what it said, so a
+	// The stream entry the request went out as, and the request, so a
 	// request lost with a Redis restart can be sent again (see Sent).
 	entry    string
-	values   []any
+	req      price.Request
 	deadline time.Time
 }
 
-// NewHub returns a Hub for the gateway instance; call Run to start it.
-func NewHub(rdb *redis.Client, gateway string, log *zap.Logger) *Hub {
+// NewHub returns a Hub for pub's gateway instance, which sends lost requests
+// again through pub; call Run to start it.
+func NewHub(rdb *redis.Client, pub pricereq.Publisher, log *zap.Logger) *Hub {
 	return &Hub{
-		rdb: rdb, gateway: gateway, log: log,
+		rdb: rdb, pub: pub, log: log,
 		sweepAfter: 750 * time.Millisecond, sweepEvery: 500 * time.Millisecond,
 		waiters: map[string]*waiter{},
 		ready:   make(chan struct{}),
@@ -80,15 +82,14 @@ func (h *Hub) Register(requestID string) (replies <-chan price.Reply, cancel fun
 	}
 }
 
-// Sent records the stream entry requestID went out as, its fields and its
-// client's deadline. If Redis restarts empty while the request waits, the
+// Sent records the stream entry req went out as and its client's deadline. If Redis restarts empty while the request waits, the
 // entry and its batch are gone and no reply would ever come: the hub then
 // adds it again, and the client still gets its answer instead of a 504.
-func (h *Hub) Sent(requestID, entryID string, values []any, deadline time.Time) {
+func (h *Hub) Sent(entryID string, req price.Request, deadline time.Time) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if w := h.waiters[requestID]; w != nil {
-		w.entry, w.values, w.deadline = entryID, values, deadline
+	if w := h.waiters[req.ID]; w != nil {
+		w.entry, w.req, w.deadline = entryID, req, deadline
 	}
 }
 
@@ -135,8 +136,8 @@ func (h *Hub) Run(ctx context.Context) {
 	}()
 	defer wg.Wait()
 
-	pattern := price.ReplyPattern(h.gateway)
-	prefix := price.ReplyChannel(h.gateway, "")
+	pattern := price.ReplyPattern(h.pub.Gateway())
+	prefix := price.ReplyChannel(h.pub.Gateway(), "")
 	redisconn.Receive(ctx, h.rdb.PSubscribe(ctx, pattern), h.log, "reply", func(msg any) {
 		switch m := msg.(type) {
 		case *redis.Subscription:
@@ -209,14 +210,14 @@ func (h *Hub) resendLost(ctx context.Context) {
 	prev := h.runID
 	h.runID = runID
 	type sent struct {
-		id, entry string
-		values    []any
-		deadline  time.Time
+		entry    string
+		req      price.Request
+		deadline time.Time
 	}
 	var check []sent
-	for id, w := range h.waiters {
+	for _, w := range h.waiters {
 		if w.entry != "" {
-			check = append(check, sent{id, w.entry, w.values, w.deadline})
+			check = append(check, sent{w.entry, w.req, w.deadline})
 		}
 	}
 	h.mu.Unlock()
@@ -239,29 +240,19 @@ func (h *Hub) resendLost(ctx context.Context) {
 		if len(found[i].Val()) > 0 || left < resendMin {
 			continue
 		}
-		values := withTimeout(c.values, left)
-		entry, err := h.rdb.XAdd(ctx, &redis.XAddArgs{Stream: price.StreamKey, Values: values}).Result()
+		req := c.req
+		req.TimeoutMS = left.Milliseconds()
+		entry, err := h.pub.Add(ctx, h.rdb, req).Result()
 		if err != nil {
-			h.log.Warn("sending a lost request again failed", zap.String("requestId", c.id), zap.Error(err))
+			h.log.Warn("sending a lost request again failed", zap.String("requestId", req.ID), zap.Error(err))
 			continue
 		}
-		h.Sent(c.id, entry, values, c.deadline)
+		h.Sent(entry, req, c.deadline)
 		resent++
 	}
 	if resent > 0 {
 		h.log.Info("Redis restarted without data: sent the requests it lost again", zap.Int("requests", resent))
 	}
-}
-
-// withTimeout is values with timeout_ms set to d.
-func withTimeout(values []any, d time.Duration) []any {
-	out := append([]any(nil), values...)
-	for i := 0; i+1 < len(out); i += 2 {
-		if out[i] == price.FieldTimeoutMS {
-			out[i+1] = d.Milliseconds()
-		}
-	}
-	return out
 }
 
 // infoField reads one "key:value" line of an INFO reply.

@@ -12,13 +12,18 @@ import (
 	"go.uber.org/zap"
 
 	"cryptopulse/libs/price"
-	"cryptopulse/tools/testkit"
+	"cryptopulse/services/gateway/internal/pricereq"
+	"cryptopulse/testkit"
 )
 
 func startHub(t *testing.T) (*Hub, *testkit.Redis) {
 	t.Helper()
 	r := testkit.StartRedis(t)
-	h := NewHub(r.Client(t), "gw-1", zap.NewNop())
+	pub, err := pricereq.New("gw-1", 8*time.Second, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := NewHub(r.Client(t), pub, zap.NewNop())
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { h.Run(ctx); close(done) }()
@@ -117,7 +122,7 @@ func TestRequestLostWithAnEmptyRedisRestartIsSentAgain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.Sent(req.ID, entry, req.Values(), time.Now().Add(8*time.Second))
+	h.Sent(entry, req, time.Now().Add(8*time.Second))
 	// A waiter that never went out (no entry recorded) is not sent.
 	kept := price.Request{ID: "kept", Coin: "tron", Currency: "usd", ReplyTo: price.ReplyChannel("gw-1", "kept"), TimeoutMS: 8000, Gateway: "gw-1"}
 	_, cancelKept := h.Register(kept.ID)

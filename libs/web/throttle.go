@@ -1,4 +1,4 @@
-package throttle
+package web
 
 import (
 	"errors"
@@ -10,6 +10,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 
 	"cryptopulse/libs/httperr"
+	"cryptopulse/libs/throttle"
 )
 
 // Messages a throttled client can see.
@@ -22,22 +23,23 @@ const (
 	MsgUnavailable = "Service unavailable: rate limiter store (Redis) is unreachable"
 )
 
-// Enforce checks rules for the request in c, with c.UserContext() bounding the
-// Redis call, and puts the remaining budget on the answer in both the common
+// Throttle checks rules for the request in c with l, c.UserContext() bounding
+// the Redis call, and puts the remaining budget on the answer in both the common
 // X-RateLimit-* headers and the IETF RateLimit / RateLimit-Policy fields.
 //
 // It returns nil when the request may proceed; a 429 *httperr.Error with
 // Retry-After when it may not; a 503 *httperr.Error wrapping the cause when
-// Redis fails; and an error wrapping ErrInvalidRule (a 500) for a bad rule.
-func (l *Limiter) Enforce(c *fiber.Ctx, rules ...Rule) error {
+// Redis fails; and an error wrapping throttle.ErrInvalidRule (a 500) for a bad
+// rule. The limiter itself knows nothing of HTTP: this is its HTTP face.
+func Throttle(c *fiber.Ctx, l *throttle.Limiter, rules ...throttle.Rule) error {
 	d, err := l.Allow(c.UserContext(), rules...)
 	return respond(c, d, err)
 }
 
-// EnforceAdd is Enforce with AllowAdd: when the request may proceed, e is on
+// ThrottleAdd is Throttle with AllowAdd: when the request may proceed, e is on
 // the stream and its entry id is returned; the answers and headers are
-// Enforce's.
-func (l *Limiter) EnforceAdd(c *fiber.Ctx, e Entry, rules ...Rule) (string, error) {
+// Throttle's.
+func ThrottleAdd(c *fiber.Ctx, l *throttle.Limiter, e throttle.Entry, rules ...throttle.Rule) (string, error) {
 	d, id, err := l.AllowAdd(c.UserContext(), e, rules...)
 	if err := respond(c, d, err); err != nil {
 		return "", err
@@ -46,15 +48,15 @@ func (l *Limiter) EnforceAdd(c *fiber.Ctx, e Entry, rules ...Rule) (string, erro
 }
 
 // respond puts a decision's headers on the answer and turns it, or the
-// error of reaching it, into Enforce's result.
-func respond(c *fiber.Ctx, d Decision, err error) error {
+// error of reaching it, into Throttle's result.
+func respond(c *fiber.Ctx, d throttle.Decision, err error) error {
 	if err != nil {
-		if errors.Is(err, ErrInvalidRule) {
+		if errors.Is(err, throttle.ErrInvalidRule) {
 			return err
 		}
 		return httperr.Wrap(http.StatusServiceUnavailable, MsgUnavailable, err)
 	}
-	h := d.Headers()
+	h := rateLimitHeaders(d)
 	for _, kv := range h {
 		c.Set(kv[0], kv[1])
 	}
@@ -70,10 +72,10 @@ func respond(c *fiber.Ctx, d Decision, err error) error {
 	return e.WithHeader(fiber.HeaderRetryAfter, httperr.RetryAfter(ceilMillis(d.RetryAfter)))
 }
 
-// Headers returns the rate-limit header fields describing d, as name/value
-// pairs in a fixed order. Times are whole seconds, rounded up so a client that
-// waits that long is never early.
-func (d Decision) Headers() [][2]string {
+// rateLimitHeaders returns the rate-limit header fields describing d, as
+// name/value pairs in a fixed order. Times are whole seconds, rounded up so a
+// client that waits that long is never early.
+func rateLimitHeaders(d throttle.Decision) [][2]string {
 	limit := strconv.Itoa(d.Limit)
 	remaining := strconv.Itoa(d.Remaining)
 	reset := strconv.FormatInt(ceilSeconds(d.Reset), 10)

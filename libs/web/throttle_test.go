@@ -1,4 +1,4 @@
-package throttle_test
+package web_test
 
 import (
 	"encoding/json"
@@ -14,15 +14,16 @@ import (
 
 	"cryptopulse/libs/httperr"
 	"cryptopulse/libs/throttle"
-	"cryptopulse/tools/testkit"
+	"cryptopulse/libs/web"
+	"cryptopulse/testkit"
 )
 
-// newApp serves GET /price behind Enforce, with the error handler every
+// newThrottledApp serves GET /price behind Throttle, with the error handler every
 // service installs, so the test sees exactly what a client would.
-func newApp(l *throttle.Limiter, rules ...throttle.Rule) *fiber.App {
+func newThrottledApp(l *throttle.Limiter, rules ...throttle.Rule) *fiber.App {
 	app := fiber.New(fiber.Config{ErrorHandler: httperr.Handler(zap.NewNop(), nil)})
 	app.Get("/price", func(c *fiber.Ctx) error {
-		if err := l.Enforce(c, rules...); err != nil {
+		if err := web.Throttle(c, l, rules...); err != nil {
 			return err
 		}
 		return c.SendString("ok")
@@ -56,11 +57,11 @@ func get(t *testing.T, app *fiber.App) answer {
 	return a
 }
 
-func TestEnforce(t *testing.T) {
+func TestThrottle(t *testing.T) {
 	r := testkit.StartRedis(t)
-	l := throttle.New(fastClient(t, r))
+	l := throttle.New(r.FastClient(t))
 	rule := throttle.Rule{Policy: "price", Subject: "user:alice", Limit: 2, Window: time.Minute}
-	app := newApp(l, rule)
+	app := newThrottledApp(l, rule)
 
 	tests := []struct {
 		name       string
@@ -92,7 +93,7 @@ func TestEnforce(t *testing.T) {
 				"X-RateLimit-Limit": "2", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "60",
 				"Retry-After": "60",
 			},
-			wantBody: httperr.Body{StatusCode: 429, Message: throttle.MsgTooManyRequests, Error: "Too Many Requests"},
+			wantBody: httperr.Body{StatusCode: 429, Message: web.MsgTooManyRequests, Error: "Too Many Requests"},
 		},
 	}
 	for _, tt := range tests {
@@ -115,11 +116,11 @@ func TestEnforce(t *testing.T) {
 
 // Retry-After is whole seconds, rounded up, never 0: a client that waits
 // exactly that long must find a free slot.
-func TestEnforceRetryAfterRoundsUp(t *testing.T) {
+func TestThrottleRetryAfterRoundsUp(t *testing.T) {
 	r := testkit.StartRedis(t)
-	l := throttle.New(fastClient(t, r))
+	l := throttle.New(r.FastClient(t))
 	rule := throttle.Rule{Policy: "login-ip", Subject: "203.0.113.7", Limit: 1, Window: 1500 * time.Millisecond}
-	app := newApp(l, rule)
+	app := newThrottledApp(l, rule)
 
 	if a := get(t, app); a.status != http.StatusOK {
 		t.Fatalf("first: status %d", a.status)
@@ -139,10 +140,10 @@ func TestEnforceRetryAfterRoundsUp(t *testing.T) {
 	}
 }
 
-func TestEnforceWithRedisDown(t *testing.T) {
+func TestThrottleWithRedisDown(t *testing.T) {
 	r := testkit.StartRedis(t)
-	l := throttle.New(fastClient(t, r))
-	app := newApp(l, throttle.Rule{Policy: "price", Subject: "user:alice", Limit: 5, Window: time.Minute})
+	l := throttle.New(r.FastClient(t))
+	app := newThrottledApp(l, throttle.Rule{Policy: "price", Subject: "user:alice", Limit: 5, Window: time.Minute})
 
 	if a := get(t, app); a.status != http.StatusOK {
 		t.Fatalf("before the outage: status %d", a.status)
@@ -153,7 +154,7 @@ func TestEnforceWithRedisDown(t *testing.T) {
 	if took := time.Since(start); took > time.Second {
 		t.Errorf("503 took %v, want < 1s", took)
 	}
-	want := httperr.Body{StatusCode: 503, Message: throttle.MsgUnavailable, Error: "Service Unavailable"}
+	want := httperr.Body{StatusCode: 503, Message: web.MsgUnavailable, Error: "Service Unavailable"}
 	if a.status != http.StatusServiceUnavailable || a.body != want {
 		t.Fatalf("with Redis down: %d %+v, want 503 %+v", a.status, a.body, want)
 	}
@@ -164,9 +165,9 @@ func TestEnforceWithRedisDown(t *testing.T) {
 }
 
 // A bad rule is the service's bug: a 500, not a 503 that would blame Redis.
-func TestEnforceInvalidRule(t *testing.T) {
+func TestThrottleInvalidRule(t *testing.T) {
 	r := testkit.StartRedis(t)
-	app := newApp(throttle.New(fastClient(t, r)), throttle.Rule{Policy: "price", Subject: "x"})
+	app := newThrottledApp(throttle.New(r.FastClient(t)), throttle.Rule{Policy: "price", Subject: "x"})
 	if a := get(t, app); a.status != http.StatusInternalServerError {
 		t.Fatalf("status %d, want 500", a.status)
 	}
