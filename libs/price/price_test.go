@@ -130,7 +130,7 @@ func TestNames(t *testing.T) {
 	if got := price.ResultKey("r1"); got != "cp:price:result:r1" {
 		t.Errorf("ResultKey = %q", got)
 	}
-	// The names the README's redis-cli tour shows.
+	// The names docs/redis.md's redis-cli tour shows.
 	for got, want := range map[string]string{
 		price.BatchKey("bitcoin:usd:1-1"):         "cp:batch:bitcoin:usd:1-1",
 		price.BatchRequestsKey("bitcoin:usd:1-1"): "cp:batch:bitcoin:usd:1-1:requests",

@@ -12,7 +12,7 @@ import (
 	"cryptopulse/libs/price"
 )
 
-// openPattern matches every open batch (see the README's redis-cli section).
+// openPattern matches every open batch (see docs/redis.md).
 const openPattern = price.OpenBatchPrefix + "*"
 
 // drainLimit bounds the wait for the system to settle after the load.

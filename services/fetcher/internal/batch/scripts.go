@@ -15,7 +15,7 @@ import (
 // script names its KEYS and ARGV at its top; the prefixes of the keys it
 // builds come from libs/price through luaNames.
 //
-// Keys (named in libs/price/keys.go, all documented in the README):
+// Keys (named in libs/price/keys.go, all documented in docs/redis.md):
 //   cp:batch:open:<coin>:<currency>  id of the batch still taking requests
 //   cp:batch:<id>                    hash: coin, currency, size, state, flush_reason, owner, attempt, source, times
 //   cp:batch:<id>:requests           list of "<requestId> <replyChannel> <deadlineMs>"
