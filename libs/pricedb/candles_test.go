@@ -19,7 +19,7 @@ func at(hour, min, sec, micro int) time.Time {
 }
 
 // migratedStore returns a Store on a fresh, migrated database of pg.
-func migratedStore(t *testing.T, pg *testkit.Postgres) (*pricedb.Store, *sqlx.DB) {
+func migratedStore(t testing.TB, pg *testkit.Postgres) (*pricedb.Store, *sqlx.DB) {
 	t.Helper()
 	db, err := pricedb.Open(pg.NewDatabase(t), 4)
 	if err != nil {
