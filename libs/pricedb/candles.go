@@ -69,9 +69,9 @@ WITH RECURSIVE walk(start, k) AS (
 	UNION ALL
 	SELECT (SELECT date_bin($3::interval, max(fetched_at), TIMESTAMPTZ '2000-01-01 00:00:00+00')
 	        FROM price_records WHERE %[1]s AND fetched_at < w.start), w.k + 1
-	FROM walk w WHERE w.start IS NOT NULL AND w.k < $4::int + $5::int
+	FROM walk w WHERE w.start IS NOT NULL AND w.k < $4::bigint + $5::bigint
 ), page AS (
-	SELECT start FROM walk WHERE start IS NOT NULL AND k > $5::int
+	SELECT start FROM walk WHERE start IS NOT NULL AND k > $5::bigint
 ), agg AS (
 	SELECT date_bin($3::interval, fetched_at, TIMESTAMPTZ '2000-01-01 00:00:00+00') AS start,
 	       max(price) AS high, min(price) AS low, count(*) AS n,

@@ -83,6 +83,8 @@ func TestCandlesRoute(t *testing.T) {
 			want: `{"coinId":"bitcoin","vsCurrency":"eur","interval":"1d","items":[` +
 				`{"start":"2026-03-01T00:00:00.000Z","open":63000.125,"high":63000.125,"low":63000.125,"close":63000.125,"count":1,"firstFetchedAt":"2026-03-01T12:00:10.000Z","lastFetchedAt":"2026-03-01T12:00:10.000Z"}` +
 				`],"page":1,"limit":20,"totalItems":1,"totalPages":1,"hasNextPage":false}`},
+		{name: "the last page there can be", query: "interval=1m&limit=100&page=2147483647",
+			want: `{"coinId":"bitcoin","vsCurrency":"usd","interval":"1m","items":[],"page":2147483647,"limit":100,"totalItems":2,"totalPages":1,"hasNextPage":false}`},
 		{name: "nothing stored", query: "interval=15m&from=2026-03-02",
 			want: `{"coinId":"bitcoin","vsCurrency":"usd","interval":"15m","items":[],"page":1,"limit":20,"totalItems":0,"totalPages":0,"hasNextPage":false}`},
 	}
