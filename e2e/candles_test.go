@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,8 +16,12 @@ func TestCandlesThroughNginx(t *testing.T) {
 	t.Parallel()
 	s := startStack(t, devstack.Config{Gateways: 2, Fetchers: 1, Nginx: true, Env: map[string]string{"BATCH_THRESHOLD": "1"}})
 	tok := login(t, s)
+	// Each fetch gets its own pinned price, one with more digits than a
+	// float64 keeps, so open, high, low and close are all told apart.
+	pinned := []string{"82.1", "90.123456789012345678", "75.5", "80"}
 	const fetches = 4
 	for i := range fetches {
+		simPrice(t, s, "litecoin", pinned[i])
 		if a := getJSON(s.URL, "/v1/price/litecoin", tok); a.Status != http.StatusOK {
 			t.Fatalf("price %d: %d %s", i, a.Status, a.Raw)
 		}
@@ -66,6 +72,10 @@ func TestCandlesThroughNginx(t *testing.T) {
 		}
 	}
 
+	if !strings.Contains(got.Raw, `"high":90.123456789012345678,`) {
+		t.Errorf("candles lost digits of the high price 90.123456789012345678: %s", got.Raw)
+	}
+
 	if a := getJSON(s.URL, "/v1/price/litecoin/candles?interval=2m", tok); a.Status != http.StatusBadRequest || a.Body["error"] != "Bad Request" {
 		t.Errorf("bad interval through nginx: %d %s, want 400", a.Status, a.Raw)
 	}
@@ -73,4 +83,22 @@ func TestCandlesThroughNginx(t *testing.T) {
 		t.Errorf("no token through nginx: %d %s, want 401", a.Status, a.Raw)
 	}
 	t.Logf("candles through nginx: %d prices in %d 1m buckets: %s", fetches, len(want), got.Raw)
+}
+
+// simPrice pins the simulator's usd price of a coin.
+func simPrice(t *testing.T, s *devstack.Stack, coin, price string) {
+	t.Helper()
+	body := fmt.Sprintf(`{"id":%q,"currency":"usd","price":%q}`, coin, price)
+	req, err := http.NewRequest(http.MethodPut, s.SimURL+"/_sim/price", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("simulator price: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("simulator refused price %s: %d", body, resp.StatusCode)
+	}
 }
