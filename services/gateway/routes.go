@@ -65,5 +65,6 @@ func routes(app *fiber.App, d deps) {
 	auth := authenticate(d.verifier)
 	app.Get("/v1/price/:coinId", auth, handlePrice(d))
 	app.Get("/v1/price/:coinId/history", auth, handleHistory(d))
+	app.Get("/v1/price/:coinId/candles", auth, handleCandles(d))
 	app.Get("/v1/prices", auth, handlePrices(d))
 }
