@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"cryptopulse/libs/pricedb"
-	"cryptopulse/tools/testkit"
+	"cryptopulse/testkit"
 )
 
 // BenchmarkCandles times the first page (20 buckets) of 1m and 1d candles

@@ -10,7 +10,7 @@ import (
 	"github.com/jmoiron/sqlx"
 
 	"cryptopulse/libs/pricedb"
-	"cryptopulse/tools/testkit"
+	"cryptopulse/testkit"
 )
 
 // at is a UTC instant on 2026-03-01.

@@ -12,7 +12,7 @@ import (
 
 	"cryptopulse/libs/httperr"
 	"cryptopulse/libs/pricedb"
-	"cryptopulse/tools/testkit"
+	"cryptopulse/testkit"
 )
 
 // candlesDB is a migrated database holding a few bitcoin prices around the
