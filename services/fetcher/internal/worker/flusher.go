@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"cmp"
 	"context"
 	"sync"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"cryptopulse/libs/price"
+	"cryptopulse/libs/pricefeed"
 	"cryptopulse/services/fetcher/internal/batch"
 )
 
@@ -28,6 +30,9 @@ type FlusherConfig struct {
 	// StaleMaxAge lets a failed fetch be answered with the newest stored
 	// price if it is younger (STALE_MAX_AGE_MS); 0 turns it off.
 	StaleMaxAge time.Duration
+	// FeedMaxLen caps the price update feed (PRICE_FEED_MAXLEN); 0 is
+	// pricefeed.DefaultMaxLen.
+	FeedMaxLen int64
 }
 
 // Flusher claims due batches the moment they are due and answers them: a
@@ -90,7 +95,7 @@ func NewFlusher(cfg FlusherConfig, rdb *redis.Client, store *batch.Store, up Ups
 		cfg: cfg, store: store, log: log, m: m,
 		wake:   newWaker(rdb, log),
 		call:   &caller{store: store, upstream: up, timeout: cfg.CallTimeout, attempts: cfg.MaxAttempts, log: log, calls: m.calls},
-		answer: &answerer{name: cfg.Name, store: store, latest: latest, staleMaxAge: cfg.StaleMaxAge, log: log, m: &m},
+		answer: &answerer{name: cfg.Name, store: store, latest: latest, staleMaxAge: cfg.StaleMaxAge, feedMaxLen: cmp.Or(cfg.FeedMaxLen, pricefeed.DefaultMaxLen), rdb: rdb, log: log, m: &m},
 	}
 }
 
