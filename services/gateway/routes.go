@@ -23,6 +23,7 @@ import (
 	"cryptopulse/libs/pricedb"
 	"cryptopulse/libs/throttle"
 	"cryptopulse/libs/web"
+	"cryptopulse/services/gateway/internal/pricestream"
 	"cryptopulse/services/gateway/internal/reply"
 )
 
@@ -43,6 +44,7 @@ type deps struct {
 	limiter  *throttle.Limiter
 	redis    *redis.Client
 	hub      *reply.Hub
+	streams  *pricestream.Hub
 	store    HistoryReader
 	registry *prometheus.Registry
 }
@@ -75,6 +77,7 @@ func routes(app *fiber.App, d deps) {
 	app.Get("/v1/price/:coinId", auth, handlePrice(d))
 	app.Get("/v1/price/:coinId/history", auth, handleHistory(d))
 	app.Get("/v1/prices", auth, handlePrices(d))
+	app.Get("/v1/prices/stream", queryToken, auth, handleStream(d))
 }
 
 // authenticate verifies the Bearer token and stores its claims.
@@ -155,6 +158,9 @@ func handlePrice(d deps) fiber.Handler {
 		coin, currency, problems := pathCoin(c, "vsCurrency")
 		if len(problems) > 0 {
 			return httperr.Validation(problems...)
+		}
+		if served, err := d.hotRead(c, coin, currency); served {
+			return err
 		}
 		req := price.Request{
 			ID: web.NewID(), Coin: coin, Currency: currency,
