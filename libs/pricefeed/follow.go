@@ -35,9 +35,11 @@ func Since(ctx context.Context, rdb redis.Cmdable, id string, n int64) ([]Update
 	return parseAll(msgs), nil
 }
 
-// Lost reports whether updates after id were trimmed away, so that a
-// replay from id would have a gap: the feed has deleted an entry newer than
-// id (Redis 7 keeps the largest deleted id).
+// Lost reports whether updates after id may have left the feed, so that a
+// replay from id would have a gap: the oldest entry kept is newer than id
+// (trimming removes the oldest), or an entry newer than id was deleted
+// (Redis 7 keeps the largest deleted id). A client whose last update was
+// trimmed a moment ago is told so even if nothing of its coins went.
 func Lost(ctx context.Context, rdb redis.Cmdable, id ID) (bool, error) {
 	info, err := rdb.XInfoStream(ctx, Key).Result()
 	if err != nil {
@@ -46,11 +48,12 @@ func Lost(ctx context.Context, rdb redis.Cmdable, id ID) (bool, error) {
 		}
 		return false, fmt.Errorf("xinfo %s: %w", Key, err)
 	}
-	deleted, err := ParseID(info.MaxDeletedEntryID)
-	if err != nil {
-		return false, nil
+	for _, s := range []string{info.FirstEntry.ID, info.MaxDeletedEntryID} {
+		if other, err := ParseID(s); err == nil && id.Less(other) {
+			return true, nil
+		}
 	}
-	return id.Less(deleted), nil
+	return false, nil
 }
 
 func parseAll(msgs []redis.XMessage) []Update {

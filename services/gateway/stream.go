@@ -121,6 +121,11 @@ func handleStream(d deps) fiber.Handler {
 				WithHeader(fiber.HeaderRetryAfter, httperr.RetryAfter(max(retry, time.Second).Milliseconds()))
 		}
 		opened.Inc()
+		// A gateway that just started reads the newest prices first.
+		select {
+		case <-d.streams.Ready():
+		case <-time.After(2 * time.Second):
+		}
 		sub, newest := d.streams.Subscribe(r.keys)
 		c.Set(fiber.HeaderContentType, "text/event-stream; charset=utf-8")
 		// nginx passes the events on as they come rather than buffering them.
@@ -165,7 +170,7 @@ func (s *stream) run(w *bufio.Writer) {
 		var err error
 		select {
 		case ev := <-s.sub.Events():
-			err = s.event(w, ev)
+			err = s.events(w, ev)
 		case <-beat.C:
 			err = s.write(w, []byte(": heartbeat\n\n"))
 			if err == nil {
@@ -259,19 +264,39 @@ func (s *stream) resume(w *bufio.Writer) (bool, error) {
 	}
 }
 
-// event writes ev unless the client has it already.
-func (s *stream) event(w *bufio.Writer, ev *pricestream.Event) error {
-	if !s.sent.Less(ev.ID) {
-		return nil
-	}
-	s.sent = ev.ID
-	return s.write(w, ev.Frame)
-}
-
-func (s *stream) write(w *bufio.Writer, b []byte) error {
-	_ = s.conn.SetWriteDeadline(time.Now().Add(streamWriteTimeout))
-	if _, err := w.Write(b); err != nil {
-		return err
+// events writes ev and whatever else is already waiting, then flushes
+// once: a burst costs one write to the client, not one per update.
+func (s *stream) events(w *bufio.Writer, ev *pricestream.Event) error {
+	s.deadline()
+	s.buffer(w, ev)
+	for range len(s.sub.Events()) {
+		s.buffer(w, <-s.sub.Events())
 	}
 	return w.Flush()
 }
+
+// event writes ev unless the client has it already.
+func (s *stream) event(w *bufio.Writer, ev *pricestream.Event) error {
+	s.deadline()
+	s.buffer(w, ev)
+	return w.Flush()
+}
+
+func (s *stream) buffer(w *bufio.Writer, ev *pricestream.Event) {
+	if !s.sent.Less(ev.ID) {
+		return
+	}
+	s.sent = ev.ID
+	// A bufio.Writer keeps its first error and reports it on Flush.
+	_, _ = w.Write(ev.Frame)
+}
+
+func (s *stream) write(w *bufio.Writer, b []byte) error {
+	s.deadline()
+	_, _ = w.Write(b)
+	return w.Flush()
+}
+
+// deadline gives the writes about to happen streamWriteTimeout, before
+// any of them can reach the connection (a full buffer writes through).
+func (s *stream) deadline() { _ = s.conn.SetWriteDeadline(time.Now().Add(streamWriteTimeout)) }

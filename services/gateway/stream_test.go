@@ -1,0 +1,381 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"cryptopulse/libs/httperr"
+	"cryptopulse/libs/price"
+	"cryptopulse/libs/pricefeed"
+	"cryptopulse/tools/testkit"
+)
+
+// sseEvent is one event as a client parses it.
+type sseEvent struct {
+	ID, Event, Data, Retry string
+}
+
+// sseClient reads one stream in the background.
+type sseClient struct {
+	resp   *http.Response
+	events chan sseEvent
+	// done is closed when the server ends the stream.
+	done chan struct{}
+}
+
+// openStream opens GET path with the headers; it fails the test unless the
+// answer is 200 text/event-stream.
+func openStream(t *testing.T, base, path string, header map[string]string) *sseClient {
+	t.Helper()
+	resp := streamGet(t, base, path, header)
+	if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		t.Fatalf("GET %s: %d %s %s", path, resp.StatusCode, resp.Header.Get("Content-Type"), body)
+	}
+	c := &sseClient{resp: resp, events: make(chan sseEvent, 100_000), done: make(chan struct{})}
+	go func() {
+		defer close(c.done)
+		r := bufio.NewReader(resp.Body)
+		var ev sseEvent
+		for {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				return
+			}
+			line = strings.TrimSuffix(line, "\n")
+			switch {
+			case line == "":
+				if ev != (sseEvent{}) {
+					c.events <- ev
+				}
+				ev = sseEvent{}
+			case strings.HasPrefix(line, ":"):
+				c.events <- sseEvent{Event: "comment", Data: line}
+			default:
+				k, v, _ := strings.Cut(line, ": ")
+				switch k {
+				case "id":
+					ev.ID = v
+				case "event":
+					ev.Event = v
+				case "data":
+					ev.Data = v
+				case "retry":
+					ev.Retry = v
+				}
+			}
+		}
+	}()
+	t.Cleanup(c.close)
+	return c
+}
+
+func (c *sseClient) close() { c.resp.Body.Close() }
+
+func streamGet(t *testing.T, base, path string, header map[string]string) *http.Response {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, base+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("GET %s: %v", path, err)
+	}
+	return resp
+}
+
+// next returns the next event other than heartbeats and the opening retry.
+func (c *sseClient) next(t *testing.T) sseEvent {
+	t.Helper()
+	timeout := time.After(10 * time.Second)
+	for {
+		select {
+		case ev := <-c.events:
+			if ev.Event == "comment" || (ev.Event == "" && ev.ID == "" && ev.Retry != "") {
+				continue
+			}
+			return ev
+		case <-c.done:
+			select {
+			case ev := <-c.events:
+				if ev.Event == "comment" || (ev.Event == "" && ev.ID == "" && ev.Retry != "") {
+					continue
+				}
+				return ev
+			default:
+			}
+			t.Fatal("the stream ended")
+		case <-timeout:
+			t.Fatal("no event within 10s")
+		}
+	}
+}
+
+// prices returns the next n price events.
+func (c *sseClient) prices(t *testing.T, n int) []sseEvent {
+	t.Helper()
+	out := make([]sseEvent, 0, n)
+	for len(out) < n {
+		ev := c.next(t)
+		if ev.Event != "price" {
+			t.Fatalf("event %+v, want a price", ev)
+		}
+		out = append(out, ev)
+	}
+	return out
+}
+
+// feed stands in for the fetchers: it appends updates to the feed.
+type feed struct {
+	rdb *redis.Client
+	n   int
+}
+
+// add appends one update of coin and returns its id and the answer a
+// stream must carry for it.
+func (f *feed) add(t *testing.T, coin string, fetchedAt time.Time) (string, price.Answer) {
+	t.Helper()
+	f.n++
+	u := pricefeed.Update{
+		Coin: coin, Currency: "usd", Price: fmt.Sprintf("%d.123456789012345678", 60000+f.n), FetchedAt: fetchedAt.Truncate(time.Millisecond),
+		BatchID: fmt.Sprintf("%s:usd:%d-%d", coin, time.Now().UnixMilli(), f.n), BatchSize: 3, FlushReason: price.FlushThreshold,
+		Fetcher: "fetcher-1", Attempt: 1, Source: price.SourceUpstream,
+	}
+	id, err := f.rdb.XAdd(context.Background(), &redis.XAddArgs{Stream: pricefeed.Key, Values: u.Values()}).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id, u.Answer()
+}
+
+// wantPrice checks that ev is the update id carrying answer a.
+func wantPrice(t *testing.T, ev sseEvent, id string, a price.Answer) {
+	t.Helper()
+	var got price.Answer
+	if err := json.Unmarshal([]byte(ev.Data), &got); err != nil {
+		t.Fatalf("event data %q: %v", ev.Data, err)
+	}
+	if ev.ID != id || got != a {
+		t.Errorf("event id %s data %+v, want id %s data %+v", ev.ID, got, id, a)
+	}
+}
+
+func streamGateway(t *testing.T, r *testkit.Redis, overrides map[string]string) string {
+	t.Helper()
+	o := map[string]string{"STREAM_HEARTBEAT_MS": "200", "THROTTLE_GLOBAL_LIMIT": "1000"}
+	for k, v := range overrides {
+		o[k] = v
+	}
+	return startGateway(t, r.URL(), secNoDatabase, o)
+}
+
+func bearer(t *testing.T, sub string) map[string]string {
+	return map[string]string{"Authorization": "Bearer " + token(t, sub)}
+}
+
+// A stream starts with the newest price of each id it names, then carries
+// every update of those ids (and none of others) as the price answer's
+// JSON, the update's stream id as the event id; heartbeats keep it alive.
+func TestStreamSendsNewestPricesThenEachUpdate(t *testing.T) {
+	r := testkit.StartRedis(t)
+	f := &feed{rdb: r.Client(t)}
+	f.add(t, "bitcoin", time.Now())
+	btcID, btc := f.add(t, "bitcoin", time.Now())
+	ethID, eth := f.add(t, "ethereum", time.Now())
+	base := streamGateway(t, r, nil)
+
+	s := openStream(t, base, "/v1/prices/stream?ids=ethereum,bitcoin,solana", bearer(t, "alice"))
+	if s.resp.Header.Get("X-Accel-Buffering") != "no" || s.resp.Header.Get("X-Instance-Id") == "" {
+		t.Errorf("headers %v", s.resp.Header)
+	}
+	first := s.prices(t, 2)
+	wantPrice(t, first[0], btcID, btc)
+	wantPrice(t, first[1], ethID, eth)
+
+	f.add(t, "dogecoin", time.Now())
+	solID, sol := f.add(t, "solana", time.Now())
+	btcID, btc = f.add(t, "bitcoin", time.Now())
+	live := s.prices(t, 2)
+	wantPrice(t, live[0], solID, sol)
+	wantPrice(t, live[1], btcID, btc)
+
+	heartbeat := time.After(5 * time.Second)
+	for {
+		select {
+		case ev := <-s.events:
+			if ev.Event == "comment" {
+				return
+			}
+			t.Fatalf("unexpected event %+v", ev)
+		case <-heartbeat:
+			t.Fatal("no heartbeat within 5s at STREAM_HEARTBEAT_MS=200")
+		}
+	}
+}
+
+// A client that reconnects with the last event id it got receives exactly
+// the updates of its ids it missed, in order, then live ones; an id no
+// longer retained gets a "gap" event and the newest prices.
+func TestStreamResumesFromLastEventID(t *testing.T) {
+	r := testkit.StartRedis(t)
+	f := &feed{rdb: r.Client(t)}
+	base := streamGateway(t, r, nil)
+	auth := bearer(t, "bob")
+
+	s := openStream(t, base, "/v1/prices/stream?ids=bitcoin,ethereum", auth)
+	id1, a1 := f.add(t, "bitcoin", time.Now())
+	wantPrice(t, s.prices(t, 1)[0], id1, a1)
+	s.close()
+
+	var missedIDs []string
+	var missed []price.Answer
+	for i := range 6 {
+		coin := []string{"bitcoin", "cardano", "ethereum"}[i%3]
+		id, a := f.add(t, coin, time.Now())
+		if coin != "cardano" {
+			missedIDs, missed = append(missedIDs, id), append(missed, a)
+		}
+	}
+	for _, how := range []struct {
+		name, query string
+		header      map[string]string
+	}{
+		{"Last-Event-ID header", "", map[string]string{"Last-Event-ID": id1}},
+		{"lastEventId parameter", "&lastEventId=" + id1, nil},
+	} {
+		t.Run(how.name, func(t *testing.T) {
+			h := bearer(t, "bob")
+			for k, v := range how.header {
+				h[k] = v
+			}
+			again := openStream(t, base, "/v1/prices/stream?ids=bitcoin,ethereum"+how.query, h)
+			got := again.prices(t, len(missed))
+			for i := range missed {
+				wantPrice(t, got[i], missedIDs[i], missed[i])
+			}
+			liveID, live := f.add(t, "ethereum", time.Now())
+			wantPrice(t, again.prices(t, 1)[0], liveID, live)
+			again.close()
+			missedIDs, missed = append(missedIDs, liveID), append(missed, live)
+		})
+	}
+
+	t.Run("no longer retained", func(t *testing.T) {
+		if err := f.rdb.XTrimMaxLen(context.Background(), pricefeed.Key, 1).Err(); err != nil {
+			t.Fatal(err)
+		}
+		h := bearer(t, "bob")
+		h["Last-Event-ID"] = id1
+		again := openStream(t, base, "/v1/prices/stream?ids=bitcoin,ethereum", h)
+		gap := again.next(t)
+		if gap.Event != "gap" || !strings.Contains(gap.Data, id1) {
+			t.Fatalf("first event %+v, want a gap naming %s", gap, id1)
+		}
+		// Then the newest price of each id.
+		newest := again.prices(t, 2)
+		wantPrice(t, newest[1], missedIDs[len(missedIDs)-1], missed[len(missed)-1])
+	})
+}
+
+func TestStreamRefusesBadRequests(t *testing.T) {
+	base, r := secStart(t, map[string]string{"STREAMS_PER_USER": "2"})
+	auth := map[string]string{"Authorization": "Bearer " + token(t, "admin")}
+	names := func(want string) func(t *testing.T, got httperr.Body) {
+		return func(t *testing.T, got httperr.Body) {
+			t.Helper()
+			if got.StatusCode != 400 || !strings.Contains(fmt.Sprint(got.Message), want) {
+				t.Errorf("body %+v, want a 400 saying %q", got, want)
+			}
+		}
+	}
+	const p = "/v1/prices/stream"
+	secRun(t, base, []secRow{
+		{name: "no token", path: p + "?ids=bitcoin", statusCode: 401, expResp: unauthorized("Missing Authorization header")},
+		{name: "bad access_token", path: p + "?ids=bitcoin&access_token=nope", statusCode: 401, expResp: unauthorized("Invalid Bearer token")},
+		{name: "no ids", path: p, header: auth, statusCode: 400, cmp: names("ids should not be empty")},
+		{name: "bad id", path: p + "?ids=Bitcoin", header: auth, statusCode: 400, cmp: names(`"Bitcoin"`)},
+		{name: "unknown parameter", path: p + "?ids=bitcoin&limit=3", header: auth, statusCode: 400, cmp: names("property limit should not exist")},
+		{name: "bad Last-Event-ID", path: p + "?ids=bitcoin", header: map[string]string{"Authorization": auth["Authorization"], "Last-Event-ID": "yesterday"}, statusCode: 400, cmp: names("Last-Event-ID")},
+		{name: "bad lastEventId", path: p + "?ids=bitcoin&lastEventId=1-x", header: auth, statusCode: 400, cmp: names("Last-Event-ID")},
+		{name: "access_token elsewhere", path: "/v1/price/bitcoin?access_token=" + token(t, "admin"), statusCode: 401, expResp: unauthorized("Missing Authorization header")},
+	})
+	secNothingInRedis(t, r)
+
+	// A browser's EventSource sends its token as access_token.
+	s := openStream(t, base, p+"?ids=bitcoin&access_token="+token(t, "admin"), nil)
+	s.close()
+}
+
+// Streams per user are capped across gateways (429 JSON past the cap); a
+// closed stream gives its slot back, and other users are not affected.
+func TestStreamsPerUserAreCapped(t *testing.T) {
+	r := testkit.StartRedis(t)
+	o := map[string]string{"STREAMS_PER_USER": "2"}
+	a, b := streamGateway(t, r, o), streamGateway(t, r, o)
+	openStream(t, a, "/v1/prices/stream?ids=bitcoin", bearer(t, "carol"))
+	second := openStream(t, b, "/v1/prices/stream?ids=ethereum", bearer(t, "carol"))
+
+	resp := streamGet(t, a, "/v1/prices/stream?ids=bitcoin", bearer(t, "carol"))
+	var body httperr.Body
+	_ = json.NewDecoder(resp.Body).Decode(&body)
+	resp.Body.Close()
+	if resp.StatusCode != 429 || body.StatusCode != 429 || !strings.Contains(fmt.Sprint(body.Message), "at most 2") || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("third stream: %d %+v Retry-After %q, want a 429 naming the cap", resp.StatusCode, body, resp.Header.Get("Retry-After"))
+	}
+	openStream(t, b, "/v1/prices/stream?ids=bitcoin", bearer(t, "dave")).close()
+
+	second.close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp := streamGet(t, a, "/v1/prices/stream?ids=bitcoin", bearer(t, "carol"))
+		resp.Body.Close()
+		if resp.StatusCode == 200 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a closed stream's slot was not given back: still %d", resp.StatusCode)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func TestStreamOpeningCountsAgainstTheLimit(t *testing.T) {
+	r := testkit.StartRedis(t)
+	base := streamGateway(t, r, map[string]string{"THROTTLE_GLOBAL_LIMIT": "2", "STREAMS_PER_USER": "10"})
+	openStream(t, base, "/v1/prices/stream?ids=bitcoin", bearer(t, "erin"))
+	openStream(t, base, "/v1/prices/stream?ids=bitcoin", bearer(t, "erin"))
+	resp := streamGet(t, base, "/v1/prices/stream?ids=bitcoin", bearer(t, "erin"))
+	resp.Body.Close()
+	if resp.StatusCode != 429 || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("third opening within the limit of 2: %d", resp.StatusCode)
+	}
+}
+
+// metric reads one unlabelled sample from a gateway's /metrics.
+func metric(t *testing.T, base, name string) float64 {
+	t.Helper()
+	_, body := get(t, base+"/metrics", "")
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			n, _ := strconv.ParseFloat(v, 64)
+			return n
+		}
+	}
+	t.Fatalf("no %s in /metrics", name)
+	return 0
+}
