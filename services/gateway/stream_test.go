@@ -4,11 +4,14 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -378,4 +381,160 @@ func metric(t *testing.T, base, name string) float64 {
 	}
 	t.Fatalf("no %s in /metrics", name)
 	return 0
+}
+
+// slowStream opens a stream on a raw connection with a tiny receive buffer
+// and reads nothing from it: a client that has stopped keeping up.
+func slowStream(t *testing.T, base, path, tok string) net.Conn {
+	t.Helper()
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		err := rc.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+		return errors.Join(err, serr)
+	}}
+	conn, err := d.Dial("tcp", strings.TrimPrefix(base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	if _, err := fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer %s\r\n\r\n", path, tok); err != nil {
+		t.Fatal(err)
+	}
+	return conn
+}
+
+// A client that stops reading is dropped once its buffer is full, while a
+// client that keeps up receives every update: the slow one never holds up
+// the feed reader or anyone else, and can resume with its Last-Event-ID.
+func TestSlowStreamIsDroppedWithoutDelayingOthers(t *testing.T) {
+	r := testkit.StartRedis(t)
+	base := streamGateway(t, r, map[string]string{"STREAM_BUFFER": "256", "STREAM_HEARTBEAT_MS": "60000"})
+	rdb := r.Client(t)
+	const path = "/v1/prices/stream?ids=bitcoin"
+	slow := slowStream(t, base, path, token(t, "slow"))
+	fast := openStream(t, base, path, bearer(t, "fast"))
+	eventually(t, 10*time.Second, "both streams open", func() bool { return metric(t, base, "gateway_streams_open") == 2 })
+
+	// Lockstep: the next chunk goes out once the fast client has the last
+	// one, so it never falls behind, however loaded the machine; the slow
+	// client's socket buffers fill until its stream buffer overflows.
+	const chunk = 100
+	total := 0
+	for round := 0; metric(t, base, "gateway_streams_dropped_total") == 0; round++ {
+		if round == 600 {
+			t.Fatalf("the slow client was not dropped after %d updates", total)
+		}
+		u := pricefeed.Update{Coin: "bitcoin", Currency: "usd", FetchedAt: time.Now(), BatchID: "b", BatchSize: 1,
+			FlushReason: price.FlushWindow, Fetcher: "f", Attempt: 1, Source: price.SourceUpstream}
+		ids := make([]*redis.StringCmd, chunk)
+		_, err := rdb.Pipelined(context.Background(), func(p redis.Pipeliner) error {
+			for i := range chunk {
+				u.Price = strconv.Itoa(total + i)
+				ids[i] = p.XAdd(context.Background(), &redis.XAddArgs{Stream: pricefeed.Key, Values: u.Values()})
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, ev := range fast.prices(t, chunk) {
+			var a price.Answer
+			_ = json.Unmarshal([]byte(ev.Data), &a)
+			if ev.ID != ids[i].Val() || a.Price.String() != strconv.Itoa(total+i) {
+				t.Fatalf("fast client got %s %s, want %s %d: it missed an update", ev.ID, a.Price, ids[i].Val(), total+i)
+			}
+		}
+		total += chunk
+	}
+	t.Logf("slow client dropped after %d updates; the fast one got all of them", total)
+	if n := metric(t, base, "gateway_streams_dropped_total"); n != 1 {
+		t.Errorf("%v streams dropped, want only the slow one", n)
+	}
+
+	// The slow client, reading at last, finds its stream ended before the
+	// newest update.
+	if err := slow.SetReadDeadline(time.Now().Add(30 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(slow), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("reading the dropped stream: %v (it should end)", err)
+	}
+	if n := strings.Count(string(got), "event: price"); n == 0 || n >= total {
+		t.Errorf("dropped client received %d of %d updates, want some but not all", n, total)
+	}
+}
+
+// Redis work per update does not grow with the number of stream clients:
+// one feed reader per gateway, whatever it fans out to.
+func TestStreamRedisCommandsPerUpdateDoNotGrowWithClients(t *testing.T) {
+	r := testkit.StartRedis(t)
+	base := streamGateway(t, r, map[string]string{"STREAM_HEARTBEAT_MS": "600000", "STREAMS_PER_USER": "200", "THROTTLE_GLOBAL_LIMIT": "1000"})
+	f := &feed{rdb: r.Client(t)}
+	const updates = 20
+	calls := map[int]int64{}
+	var clients []*sseClient
+	for _, n := range []int{1, 100} {
+		for len(clients) < n {
+			c := openStream(t, base, "/v1/prices/stream?ids=bitcoin", bearer(t, "load"))
+			if len(clients) > 0 {
+				c.prices(t, 1) // the newest price, on connect
+			}
+			clients = append(clients, c)
+		}
+		if err := f.rdb.ConfigResetStat(context.Background()).Err(); err != nil {
+			t.Fatal(err)
+		}
+		for range updates {
+			id, a := f.add(t, "bitcoin", time.Now())
+			for _, c := range clients {
+				wantPrice(t, c.prices(t, 1)[0], id, a)
+			}
+		}
+		calls[n] = redisCalls(t, f.rdb)
+		t.Logf("%d clients: %d Redis commands for %d updates (besides the test's own)", n, calls[n], updates)
+	}
+	// A blocking read per update or so, plus a check per idle read; per
+	// client work would be at least 100 per update.
+	for n, c := range calls {
+		if c > 3*updates+10 {
+			t.Errorf("%d clients: %d Redis commands for %d updates, want at most %d", n, c, updates, 3*updates+10)
+		}
+	}
+}
+
+// redisCalls sums INFO commandstats, leaving out the commands the test
+// itself sends (XADD, INFO, CONFIG).
+func redisCalls(t *testing.T, rdb *redis.Client) int64 {
+	t.Helper()
+	info, err := rdb.Info(context.Background(), "commandstats").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var total int64
+	for _, line := range strings.Split(info, "\n") {
+		name, rest, ok := strings.Cut(strings.TrimSpace(line), ":calls=")
+		if !ok || strings.HasSuffix(name, "_xadd") || strings.HasSuffix(name, "_info") || strings.Contains(name, "_config") {
+			continue
+		}
+		n, _ := strconv.ParseInt(rest[:strings.IndexByte(rest, ',')], 10, 64)
+		total += n
+	}
+	return total
+}
+
+// eventually polls cond until it holds or timeout passes.
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %s: %s", timeout, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
