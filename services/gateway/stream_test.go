@@ -538,3 +538,62 @@ func eventually(t *testing.T, timeout time.Duration, what string, cond func() bo
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// A stopping gateway ends its streams with a retry hint; a client that
+// reconnects to another gateway with its Last-Event-ID loses nothing.
+func TestStoppingGatewayEndsStreamsWithRetryAndResumeLosesNothing(t *testing.T) {
+	r := testkit.StartRedis(t)
+	f := &feed{rdb: r.Client(t)}
+	other := streamGateway(t, r, nil)
+	ctx, stop := context.WithCancel(context.Background())
+	ready, done := make(chan string, 1), make(chan error, 1)
+	e := env(map[string]string{"REDIS_URL": r.URL(), "DATABASE_URL": secNoDatabase, "STREAM_HEARTBEAT_MS": "200", "STREAM_RETRY_MS": "250", "INSTANCE_ID": "gw-stopping"})
+	go func() { done <- run(ctx, func(k string) string { return e[k] }, io.Discard, ready) }()
+	var stopping string
+	select {
+	case addr := <-ready:
+		stopping = "http://" + addr
+	case err := <-done:
+		t.Fatal(err)
+	}
+	t.Cleanup(stop)
+
+	s := openStream(t, stopping, "/v1/prices/stream?ids=bitcoin", bearer(t, "frank"))
+	lastID, a := f.add(t, "bitcoin", time.Now())
+	wantPrice(t, s.prices(t, 1)[0], lastID, a)
+
+	stop()
+	ev := s.next(t)
+	if ev.Event != "reconnect" || ev.Retry != "250" {
+		t.Fatalf("on shutdown the stream sent %+v, want a reconnect event with retry: 250", ev)
+	}
+	select {
+	case <-s.done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the stream did not end on shutdown")
+	}
+	var missedIDs []string
+	var missed []price.Answer
+	for range 3 {
+		id, a := f.add(t, "bitcoin", time.Now())
+		missedIDs, missed = append(missedIDs, id), append(missed, a)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("the gateway stopped with %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the gateway did not stop within 20s of its streams ending")
+	}
+
+	// The reconnect event has no id: a browser resumes from the last
+	// price it got.
+	h := bearer(t, "frank")
+	h["Last-Event-ID"] = lastID
+	again := openStream(t, other, "/v1/prices/stream?ids=bitcoin", h)
+	got := again.prices(t, len(missed))
+	for i := range missed {
+		wantPrice(t, got[i], missedIDs[i], missed[i])
+	}
+}
