@@ -20,18 +20,14 @@ import (
 	"cryptopulse/libs/httperr"
 	"cryptopulse/libs/price"
 	"cryptopulse/libs/pricefeed"
+	"cryptopulse/tools/sse"
 	"cryptopulse/tools/testkit"
 )
-
-// sseEvent is one event as a client parses it.
-type sseEvent struct {
-	ID, Event, Data, Retry string
-}
 
 // sseClient reads one stream in the background.
 type sseClient struct {
 	resp   *http.Response
-	events chan sseEvent
+	events chan sse.Event
 	// done is closed when the server ends the stream.
 	done chan struct{}
 }
@@ -46,39 +42,10 @@ func openStream(t *testing.T, base, path string, header map[string]string) *sseC
 		resp.Body.Close()
 		t.Fatalf("GET %s: %d %s %s", path, resp.StatusCode, resp.Header.Get("Content-Type"), body)
 	}
-	c := &sseClient{resp: resp, events: make(chan sseEvent, 100_000), done: make(chan struct{})}
+	c := &sseClient{resp: resp, events: make(chan sse.Event, 100_000), done: make(chan struct{})}
 	go func() {
 		defer close(c.done)
-		r := bufio.NewReader(resp.Body)
-		var ev sseEvent
-		for {
-			line, err := r.ReadString('\n')
-			if err != nil {
-				return
-			}
-			line = strings.TrimSuffix(line, "\n")
-			switch {
-			case line == "":
-				if ev != (sseEvent{}) {
-					c.events <- ev
-				}
-				ev = sseEvent{}
-			case strings.HasPrefix(line, ":"):
-				c.events <- sseEvent{Event: "comment", Data: line}
-			default:
-				k, v, _ := strings.Cut(line, ": ")
-				switch k {
-				case "id":
-					ev.ID = v
-				case "event":
-					ev.Event = v
-				case "data":
-					ev.Data = v
-				case "retry":
-					ev.Retry = v
-				}
-			}
-		}
+		_ = sse.Read(resp.Body, func(ev sse.Event) bool { c.events <- ev; return true })
 	}()
 	t.Cleanup(c.close)
 	return c
@@ -103,20 +70,20 @@ func streamGet(t *testing.T, base, path string, header map[string]string) *http.
 }
 
 // next returns the next event other than heartbeats and the opening retry.
-func (c *sseClient) next(t *testing.T) sseEvent {
+func (c *sseClient) next(t *testing.T) sse.Event {
 	t.Helper()
 	timeout := time.After(10 * time.Second)
 	for {
 		select {
 		case ev := <-c.events:
-			if ev.Event == "comment" || (ev.Event == "" && ev.ID == "" && ev.Retry != "") {
+			if ev.Comment != "" || (ev.Event == "" && ev.ID == "" && ev.Retry != "") {
 				continue
 			}
 			return ev
 		case <-c.done:
 			select {
 			case ev := <-c.events:
-				if ev.Event == "comment" || (ev.Event == "" && ev.ID == "" && ev.Retry != "") {
+				if ev.Comment != "" || (ev.Event == "" && ev.ID == "" && ev.Retry != "") {
 					continue
 				}
 				return ev
@@ -130,9 +97,9 @@ func (c *sseClient) next(t *testing.T) sseEvent {
 }
 
 // prices returns the next n price events.
-func (c *sseClient) prices(t *testing.T, n int) []sseEvent {
+func (c *sseClient) prices(t *testing.T, n int) []sse.Event {
 	t.Helper()
-	out := make([]sseEvent, 0, n)
+	out := make([]sse.Event, 0, n)
 	for len(out) < n {
 		ev := c.next(t)
 		if ev.Event != "price" {
@@ -167,7 +134,7 @@ func (f *feed) add(t *testing.T, coin string, fetchedAt time.Time) (string, pric
 }
 
 // wantPrice checks that ev is the update id carrying answer a.
-func wantPrice(t *testing.T, ev sseEvent, id string, a price.Answer) {
+func wantPrice(t *testing.T, ev sse.Event, id string, a price.Answer) {
 	t.Helper()
 	var got price.Answer
 	if err := json.Unmarshal([]byte(ev.Data), &got); err != nil {
@@ -221,7 +188,7 @@ func TestStreamSendsNewestPricesThenEachUpdate(t *testing.T) {
 	for {
 		select {
 		case ev := <-s.events:
-			if ev.Event == "comment" {
+			if ev.Comment == "heartbeat" {
 				return
 			}
 			t.Fatalf("unexpected event %+v", ev)
