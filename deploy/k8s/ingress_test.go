@@ -319,3 +319,56 @@ func TestIngressProxiesLikeNginx(t *testing.T) {
 		}
 	}
 }
+
+// TestIngressStreamsLikeNginx: the event stream passes unbuffered through
+// nginx.conf and the Ingress alike, with reads that outlast the gateways'
+// heartbeat, and nginx.conf's access log never records a token.
+func TestIngressStreamsLikeNginx(t *testing.T) {
+	const path = "/v1/prices/stream"
+	var loc *directive
+	for _, l := range find(nginxServer(t), "location") {
+		if len(l.args) == 2 && l.args[0] == "=" && l.args[1] == path {
+			loc = &l
+		}
+	}
+	if loc == nil {
+		t.Fatalf("nginx.conf: no location = %s", path)
+	}
+	one := func(name string) string {
+		ds := find(loc.block, name)
+		if len(ds) != 1 {
+			t.Fatalf("nginx.conf: want one %s in location = %s", name, path)
+		}
+		return strings.Join(ds[0].args, " ")
+	}
+	if b := one("proxy_buffering"); b != "off" {
+		t.Errorf("nginx.conf: proxy_buffering %s for the stream, want off", b)
+	}
+	read := strings.TrimSuffix(one("proxy_read_timeout"), "s")
+	top := parseNginx(t, repoRoot+"/deploy/nginx/nginx.conf")
+	for _, f := range find(find(top, "http")[0].block, "log_format") {
+		if strings.Contains(strings.Join(f.args, ""), "$request_uri") || strings.Contains(strings.Join(f.args, ""), "$args") {
+			t.Errorf("nginx.conf: log_format %s records the raw query, access_token included", f.args[0])
+		}
+	}
+	for _, ov := range overlays {
+		o := render(t, ov)
+		ing := o.Ingresses["cryptopulse-stream"]
+		if ing == nil {
+			t.Fatalf("%s: no Ingress cryptopulse-stream", ov)
+		}
+		for k, v := range map[string]string{"proxy-buffering": "off", "proxy-read-timeout": read} {
+			if got := ing.Annotations["nginx.ingress.kubernetes.io/"+k]; got != v {
+				t.Errorf("%s: stream Ingress annotation %s = %q, nginx.conf says %q", ov, k, got, v)
+			}
+		}
+		env := o.ConfigMap(t, o.Deployments["gateway"].Spec.Template.Spec.Containers[0].EnvFrom[0].ConfigMapRef.Name).Data
+		secs := mustInt(t, ov, map[string]string{"v": read}, "v")
+		if beat := mustInt(t, ov, env, "STREAM_HEARTBEAT_MS"); secs*1000 <= beat {
+			t.Errorf("%s: the stream's read timeout %d s is not longer than STREAM_HEARTBEAT_MS %d", ov, secs, beat)
+		}
+		if got := ingressRoute(t, o.Ingresses, path); got != "gateway" {
+			t.Errorf("%s: %s goes to %s through the Ingress", ov, path, got)
+		}
+	}
+}

@@ -142,6 +142,10 @@ const (
 	// SourceStale is the newest stored price, given because CoinGecko
 	// failed and it is younger than STALE_MAX_AGE_MS.
 	SourceStale = "stale"
+	// SourceFeed is a gateway's own copy of a coin's newest price, taken
+	// from the price update feed and younger than the gateway's
+	// PRICE_MAX_AGE_MS: a hot read answered without a batch.
+	SourceFeed = "feed"
 )
 
 // Batch says which batch answered a request.
@@ -151,7 +155,7 @@ type Batch struct {
 	FlushReason string `json:"flushReason"`
 	Fetcher     string `json:"fetcher,omitempty"`
 	Attempt     int    `json:"attempt,omitempty"`
-	// Source is SourceUpstream, SourceSnapshot or SourceStale.
+	// Source is SourceUpstream, SourceSnapshot, SourceStale or SourceFeed.
 	Source string `json:"source,omitempty"`
 }
 

@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"cryptopulse/libs/config"
+	"cryptopulse/libs/pricefeed"
 	"cryptopulse/services/fetcher/internal/coingecko"
 )
 
@@ -34,6 +35,8 @@ type Config struct {
 	PriceMaxAge     time.Duration
 	Coalesce        time.Duration
 	StaleMaxAge     time.Duration
+	// FeedMaxLen caps the price update feed (approximate trimming).
+	FeedMaxLen int64
 	// PprofAddr, when set, is a loopback address serving net/http/pprof.
 	PprofAddr string
 }
@@ -70,6 +73,7 @@ func loadConfig(getenv config.Getenv) (Config, error) {
 		PriceMaxAge:     r.Millis("PRICE_MAX_AGE_MS", 0, 0, 24*time.Hour),
 		Coalesce:        r.Millis("BATCH_COALESCE_MS", 100*time.Millisecond, 0, 10*time.Second),
 		StaleMaxAge:     r.Millis("STALE_MAX_AGE_MS", 0, 0, 7*24*time.Hour),
+		FeedMaxLen:      int64(r.Int("PRICE_FEED_MAXLEN", pricefeed.DefaultMaxLen, 100, 100_000_000)),
 		PprofAddr:       r.LoopbackAddr("PPROF_ADDR"),
 	}
 	if c.CoinGeckoRateLimit > 0 && c.CoinGeckoBurst > c.CoinGeckoRateLimit {

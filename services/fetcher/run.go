@@ -73,7 +73,7 @@ func run(ctx context.Context, getenv config.Getenv, stdout io.Writer, ready chan
 	flusher, err := worker.NewFlusher(worker.FlusherConfig{
 		Name: cfg.InstanceID, SafetyPoll: cfg.BatchPoll, MaxBatches: cfg.BatchMaxCoins, Concurrency: cfg.FlushConcurrent,
 		CallTimeout: cfg.CoinGeckoTimeout, MaxAttempts: cfg.CoinGeckoAttempts, Margin: cfg.ReplyMargin,
-		Lease: cfg.BatchLease, StaleMaxAge: cfg.StaleMaxAge,
+		Lease: cfg.BatchLease, StaleMaxAge: cfg.StaleMaxAge, FeedMaxLen: cfg.FeedMaxLen,
 	}, rdb, store, upstream, pg, log, reg)
 	if err != nil {
 		return err

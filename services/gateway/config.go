@@ -19,6 +19,19 @@ type Config struct {
 	GlobalLimit   int
 	// StreamMaxLen caps the request stream (approximate trimming).
 	StreamMaxLen int64
+	// StreamsPerUser caps the price streams one user holds open at once.
+	StreamsPerUser int
+	// StreamHeartbeat is how often an idle stream gets a comment, which
+	// also keeps the user's stream slot (it lapses after three).
+	StreamHeartbeat time.Duration
+	// StreamBuffer is how many updates a stream may fall behind before it
+	// is dropped.
+	StreamBuffer int
+	// StreamRetry is the reconnect delay streams tell their clients.
+	StreamRetry time.Duration
+	// HotMaxAge lets GET /v1/price/{coinId} be answered from the newest
+	// price on the feed when younger than this (PRICE_MAX_AGE_MS); 0 never.
+	HotMaxAge time.Duration
 	// PprofAddr, when set, is a loopback address serving net/http/pprof on
 	// a listener of its own, away from the API port nginx proxies to.
 	PprofAddr string
@@ -39,6 +52,12 @@ func loadConfig(getenv config.Getenv) (Config, error) {
 		GlobalLimit:   r.Int("THROTTLE_GLOBAL_LIMIT", 20, 1, 10_000_000),
 		StreamMaxLen:  int64(r.Int("STREAM_MAXLEN", 100_000, 100, 100_000_000)),
 		PprofAddr:     r.LoopbackAddr("PPROF_ADDR"),
+
+		StreamsPerUser:  r.Int("STREAMS_PER_USER", 5, 1, 10_000),
+		StreamHeartbeat: r.Millis("STREAM_HEARTBEAT_MS", 15*time.Second, 100*time.Millisecond, 10*time.Minute),
+		StreamBuffer:    r.Int("STREAM_BUFFER", 256, 1, 1_000_000),
+		StreamRetry:     r.Millis("STREAM_RETRY_MS", time.Second, 0, 10*time.Minute),
+		HotMaxAge:       r.Millis("PRICE_MAX_AGE_MS", 0, 0, 24*time.Hour),
 	}
 	return c, r.Err()
 }

@@ -29,6 +29,9 @@ func handlePrice(d deps) fiber.Handler {
 		if len(problems) > 0 {
 			return httperr.Validation(problems...)
 		}
+		if served, err := d.hotRead(c, coin, currency); served {
+			return err
+		}
 		req := d.pub.Request(coin, currency)
 		// Wait before publishing, so even an instant reply finds us listening.
 		replies, cancel := d.hub.Register(req.ID)

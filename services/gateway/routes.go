@@ -16,6 +16,7 @@ import (
 	"cryptopulse/libs/throttle"
 	"cryptopulse/libs/web"
 	"cryptopulse/services/gateway/internal/pricereq"
+	"cryptopulse/services/gateway/internal/pricestream"
 	"cryptopulse/services/gateway/internal/reply"
 )
 
@@ -31,6 +32,7 @@ type deps struct {
 	redis    *redis.Client
 	pub      pricereq.Publisher
 	hub      *reply.Hub
+	streams  *pricestream.Hub
 	store    HistoryReader
 	registry *prometheus.Registry
 }
@@ -67,4 +69,5 @@ func routes(app *fiber.App, d deps) {
 	app.Get("/v1/price/:coinId/history", auth, handleHistory(d))
 	app.Get("/v1/price/:coinId/candles", auth, handleCandles(d))
 	app.Get("/v1/prices", auth, handlePrices(d))
+	app.Get("/v1/prices/stream", queryToken, auth, handleStream(d))
 }

@@ -16,6 +16,7 @@ import (
 	"cryptopulse/libs/throttle"
 	"cryptopulse/libs/web"
 	"cryptopulse/services/gateway/internal/pricereq"
+	"cryptopulse/services/gateway/internal/pricestream"
 	"cryptopulse/services/gateway/internal/reply"
 )
 
@@ -34,7 +35,9 @@ func run(ctx context.Context, getenv config.Getenv, stdout io.Writer, ready chan
 	log.Info("starting", zap.String("addr", cfg.Addr()), zap.String("jwtSecret", config.Mask(cfg.JWTSecret)),
 		zap.String("redis", cfg.RedisTarget()), zap.String("database", config.MaskURL(cfg.DatabaseURL)),
 		zap.Int("dbPoolSize", cfg.DBPoolSize), zap.Duration("resultTimeout", cfg.ResultTimeout),
-		zap.Int("globalLimit", cfg.GlobalLimit), zap.Duration("throttleTTL", cfg.ThrottleTTL))
+		zap.Int("globalLimit", cfg.GlobalLimit), zap.Duration("throttleTTL", cfg.ThrottleTTL),
+		zap.Int("streamsPerUser", cfg.StreamsPerUser), zap.Duration("streamHeartbeat", cfg.StreamHeartbeat),
+		zap.Duration("priceMaxAge", cfg.HotMaxAge))
 
 	verifier, err := jwtauth.NewVerifier(cfg.JWTSecret, time.Now)
 	if err != nil {
@@ -65,6 +68,16 @@ func run(ctx context.Context, getenv config.Getenv, stdout io.Writer, ready chan
 	go func() { defer wg.Done(); hub.Run(hubCtx) }()
 	defer func() { stopHub(); wg.Wait() }()
 
+	// One feed reader for every stream of this gateway and its hot reads.
+	streams := pricestream.NewHub(rdb, pricestream.Config{Buffer: cfg.StreamBuffer}, log)
+	wg.Add(1)
+	go func() { defer wg.Done(); streams.Run(hubCtx) }()
+	// On shutdown the streams end first, with a reconnect hint, so the
+	// graceful stop is not held up by them and their clients move on to
+	// another gateway.
+	stopDrain := context.AfterFunc(ctx, streams.Drain)
+	defer stopDrain()
+
 	if cfg.PprofAddr != "" {
 		wg.Add(1)
 		go func() {
@@ -82,7 +95,7 @@ func run(ctx context.Context, getenv config.Getenv, stdout io.Writer, ready chan
 	})
 	routes(app, deps{
 		log: log, cfg: cfg, verifier: verifier, limiter: throttle.New(rdb),
-		redis: rdb, pub: pub, hub: hub,
+		redis: rdb, pub: pub, hub: hub, streams: streams,
 		store: pricedb.NewStore(db), registry: reg,
 	})
 

@@ -8,10 +8,12 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
 	"cryptopulse/libs/price"
 	"cryptopulse/libs/pricedb"
+	"cryptopulse/libs/pricefeed"
 	"cryptopulse/services/fetcher/internal/batch"
 	"cryptopulse/services/fetcher/internal/coingecko"
 )
@@ -33,8 +35,11 @@ type answerer struct {
 	store       *batch.Store
 	latest      LatestReader
 	staleMaxAge time.Duration
-	log         *zap.Logger
-	m           *metrics
+	// feedMaxLen caps the price update feed (PRICE_FEED_MAXLEN).
+	feedMaxLen int64
+	rdb        redis.Cmdable
+	log        *zap.Logger
+	m          *metrics
 }
 
 // all completes batches with the outcome of their upstream call.
@@ -74,6 +79,7 @@ func (a *answerer) complete(ctx context.Context, batches []batch.Claimed, replie
 		out[i] = batch.Completion{ID: c.ID, Payload: payload, Record: recs[i]}
 	}
 	ns, errs := a.store.CompleteAll(ctx, a.name, out)
+	a.publish(ctx, replies, errs)
 	for i, c := range batches {
 		r, n, err := replies[i], ns[i], errs[i]
 		switch {
@@ -89,6 +95,29 @@ func (a *answerer) complete(ctx context.Context, batches []batch.Claimed, replie
 		a.m.sizes.Observe(float64(n))
 		a.log.Debug("batch answered", zap.String("batch", c.ID), zap.Int("size", n), zap.String("reason", c.FlushReason),
 			zap.Int("status", r.Status), zap.String("source", r.Batch.Source), zap.Duration("age", c.Age))
+	}
+}
+
+// feedTimeout bounds the append to the feed: the replies are out already.
+const feedTimeout = time.Second
+
+// publish appends to the price update feed every price that a batch we
+// answered obtained, in one round trip right after the answers: a batch
+// whose lease was lost is left to its new owner, who appends its own.
+func (a *answerer) publish(ctx context.Context, replies []price.Reply, errs []error) {
+	var ups []pricefeed.Update
+	for i, r := range replies {
+		if errs[i] != nil {
+			continue
+		}
+		if u, ok := pricefeed.FromReply(r); ok {
+			ups = append(ups, u)
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, feedTimeout)
+	defer cancel()
+	if err := pricefeed.Append(ctx, a.rdb, a.feedMaxLen, ups...); err != nil {
+		a.log.Warn("appending to the price feed failed; stream clients miss these prices", zap.Error(err))
 	}
 }
 

@@ -58,6 +58,9 @@ type FlusherConfig struct {
 	// StaleMaxAge lets a failed fetch be answered with the newest stored
 	// price if it is younger (STALE_MAX_AGE_MS); 0 turns it off.
 	StaleMaxAge time.Duration
+	// FeedMaxLen caps the price update feed (PRICE_FEED_MAXLEN); 0 is
+	// pricefeed.DefaultMaxLen.
+	FeedMaxLen int64
 }
 
 // maxCoinsPerCall is how many ids one CoinGecko call carries at most.

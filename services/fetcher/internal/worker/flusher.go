@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"cmp"
 	"context"
 	"sync"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"cryptopulse/libs/price"
+	"cryptopulse/libs/pricefeed"
 	"cryptopulse/services/fetcher/internal/batch"
 )
 
@@ -79,7 +81,7 @@ func NewFlusher(cfg FlusherConfig, rdb *redis.Client, store *batch.Store, up Ups
 		cfg: cfg, store: store, log: log, m: m,
 		wake:   newWaker(rdb, log),
 		call:   &caller{store: store, upstream: up, timeout: cfg.CallTimeout, attempts: cfg.MaxAttempts, log: log, calls: m.calls},
-		answer: &answerer{name: cfg.Name, store: store, latest: latest, staleMaxAge: cfg.StaleMaxAge, log: log, m: &m},
+		answer: &answerer{name: cfg.Name, store: store, latest: latest, staleMaxAge: cfg.StaleMaxAge, feedMaxLen: cmp.Or(cfg.FeedMaxLen, pricefeed.DefaultMaxLen), rdb: rdb, log: log, m: &m},
 	}, nil
 }
 
