@@ -32,7 +32,7 @@ func run(ctx context.Context, getenv config.Getenv, stdout io.Writer, ready chan
 	defer func() { _ = log.Sync() }()
 	log.Info("starting", zap.String("addr", cfg.Addr()), zap.String("jwtSecret", config.Mask(cfg.JWTSecret)),
 		zap.String("redis", cfg.RedisTarget()), zap.String("database", config.MaskURL(cfg.DatabaseURL)),
-		zap.Int("dbPoolSize", cfg.DBPoolSize), zap.Duration("resultTimeout", cfg.ResultTimeout),
+		zap.Int("dbPoolSize", cfg.DBPoolSize), zap.Duration("dbQueryTimeout", cfg.DBQueryTimeout), zap.Duration("resultTimeout", cfg.ResultTimeout),
 		zap.Int("globalLimit", cfg.GlobalLimit), zap.Duration("throttleTTL", cfg.ThrottleTTL))
 
 	verifier, err := jwtauth.NewVerifier(cfg.JWTSecret, time.Now)
@@ -44,11 +44,11 @@ func run(ctx context.Context, getenv config.Getenv, stdout io.Writer, ready chan
 		return err
 	}
 	defer rdb.Close()
-	db, err := pricedb.Open(cfg.DatabaseURL, cfg.DBPoolSize)
+	store, err := pricedb.Open(cfg.DatabaseURL, pricedb.Options{PoolSize: cfg.DBPoolSize, QueryTimeout: cfg.DBQueryTimeout})
 	if err != nil {
 		return err
 	}
-	defer db.Close()
+	defer store.Close()
 
 	// The hub outlives the HTTP server: requests still in flight during a
 	// graceful shutdown need it to receive their replies.
@@ -77,7 +77,7 @@ func run(ctx context.Context, getenv config.Getenv, stdout io.Writer, ready chan
 	routes(app, deps{
 		log: log, cfg: cfg, verifier: verifier, limiter: throttle.New(rdb),
 		redis: rdb, hub: hub,
-		store: pricedb.NewStore(db), registry: reg,
+		store: store, registry: reg,
 	})
 
 	return web.ListenAndServe(ctx, app, cfg.Addr(), cfg.ShutdownGrace, log, ready)

@@ -62,11 +62,12 @@ func startRigWith(t *testing.T, o rigOptions) *rig {
 	}
 	fetchers, window := o.fetchers, o.window
 	rdb := testkit.StartRedis(t).Client(t)
-	db, err := pricedb.Open(testkit.StartPostgres(t).NewDatabase(t), 4)
+	dbURL := testkit.StartPostgres(t).NewDatabase(t)
+	pg, err := pricedb.Open(dbURL, pricedb.Options{PoolSize: 4, QueryTimeout: 2 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { db.Close() })
+	t.Cleanup(func() { pg.Close() })
 	sim := cgsim.New(cgsim.Config{})
 	srv := httptest.NewServer(sim)
 	t.Cleanup(func() { sim.Close(); srv.Close() })
@@ -83,7 +84,6 @@ func startRigWith(t *testing.T, o rigOptions) *rig {
 	if err := EnsureGroup(context.Background(), rdb, price.StreamKey, price.Group); err != nil {
 		t.Fatal(err)
 	}
-	pg := pricedb.NewStore(db)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	for i := range fetchers {
@@ -95,7 +95,7 @@ func startRigWith(t *testing.T, o rigOptions) *rig {
 			CallTimeout: o.timeout, MaxAttempts: o.attempts, Margin: 100 * time.Millisecond, Lease: o.lease, StaleMaxAge: o.staleMaxAge},
 			rdb, store, up, pg, log, prometheus.NewRegistry())
 		c := &Consumer{RDB: rdb, Store: store, Name: name, Log: log, ReclaimIdle: time.Second, Count: 10, Block: 200 * time.Millisecond, Due: f.Due}
-		p := &Persister{RDB: rdb, DB: pg, Name: name, Log: log, Migrate: func(ctx context.Context) error { return pricedb.Migrate(ctx, db) }}
+		p := &Persister{RDB: rdb, DB: pg, Name: name, Log: log, Migrate: func(ctx context.Context) error { return pricedb.Migrate(ctx, dbURL) }}
 		wg.Add(3)
 		go func() { defer wg.Done(); f.Run(ctx) }()
 		go func() { defer wg.Done(); c.Run(ctx) }()
