@@ -1,15 +1,18 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	"cryptopulse/tools/devstack"
+	"cryptopulse/tools/testkit"
 )
 
 // A dependency that hangs (its processes stopped with SIGSTOP: connections
@@ -250,4 +253,65 @@ func TestHungRedisCostsSeconds(t *testing.T) {
 	wantOK(t, "login after the hang", send(http.MethodPost, s.AuthURL+"/auth/login",
 		fmt.Sprintf(`{"username":%q,"password":%q}`, s.AdminUser, s.AdminPass), ""))
 	wantSameProcesses(t, s, procs)
+}
+
+// A network that silently drops every packet between a gateway and Postgres
+// (a namespace link cut with a zero-length queue: established connections
+// retransmit into nothing, new ones get no SYN-ACK): the same bounds as a
+// stopped server, and the gateway serves history again once the link is
+// back, with no restart.
+func TestBlackholedPostgresCostsSeconds(t *testing.T) {
+	t.Parallel()
+	ns := testkit.NewNetns(t)
+	pgLink, other := ns.AddLink(t), ns.AddLink(t)
+	r, err := testkit.LaunchRedisArgs(t.TempDir(), 0, "--bind", "127.0.0.1 "+other.HostIP, "--protected-mode", "no")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Close() })
+	_, port, _ := net.SplitHostPort(r.Addr)
+	dbURL := kit.pg.NewDatabase(t)
+	// The gateway inside reaches Postgres only over pgLink, Redis over the other link.
+	relay := pgLink.Forward(t, kit.pg.Addr)
+	inside := &devstack.Netns{Name: ns.Name, Host: other.NsIP,
+		Env: map[string]string{"DATABASE_URL": strings.Replace(dbURL, kit.pg.Addr, relay, 1)}}
+	s := startStack(t, devstack.Config{Gateways: 1, Fetchers: 1, RedisURL: "redis://" + net.JoinHostPort(other.HostIP, port) + "/0",
+		DatabaseURL: dbURL, Env: map[string]string{"BATCH_THRESHOLD": "1"}})
+	g, err := s.AddGatewayIn(context.Background(), inside)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := login(t, s)
+	wantOK(t, "price before the cut", send(http.MethodGet, g.URL()+"/v1/price/litecoin", "", tok))
+	eventually(t, 10*time.Second, "the price in history", func() bool {
+		a := send(http.MethodGet, g.URL()+"/v1/price/litecoin/history", "", tok)
+		return a.Status == http.StatusOK && a.Body["totalItems"] == float64(1)
+	})
+	pid := g.Pid()
+
+	if err := pgLink.Cut(); err != nil {
+		t.Fatal(err)
+	}
+	// Twice: first on the pooled connection, then on a fresh dial.
+	for i := range 2 {
+		a := send(http.MethodGet, g.URL()+"/v1/price/litecoin/history", "", tok)
+		t.Logf("postgres blackholed: history %d in %.2f s %s", a.Status, a.Took.Seconds(), oneLine(a))
+		wantError(t, fmt.Sprintf("history %d", i), a, http.StatusServiceUnavailable, hungBound)
+	}
+	ready := send(http.MethodGet, g.URL()+"/ready", "", "")
+	t.Logf("postgres blackholed: ready %d in %.2f s %s", ready.Status, ready.Took.Seconds(), oneLine(ready))
+	wantReadyNaming(t, ready, "postgres")
+	wantOK(t, "price while Postgres is cut off", send(http.MethodGet, g.URL()+"/v1/price/litecoin", "", tok))
+
+	if err := pgLink.Restore(); err != nil {
+		t.Fatal(err)
+	}
+	restored := time.Now()
+	eventually(t, 20*time.Second, "history again", func() bool {
+		return send(http.MethodGet, g.URL()+"/v1/price/litecoin/history", "", tok).Status == http.StatusOK
+	})
+	t.Logf("postgres link restored: history 200 after %.2f s", time.Since(restored).Seconds())
+	if g.Pid() != pid {
+		t.Errorf("%s was restarted: recovery must need none", g.Name)
+	}
 }
