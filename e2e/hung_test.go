@@ -142,6 +142,18 @@ func wantReadyNaming(t *testing.T, a answer, dep string) {
 	}
 }
 
+// burst sends n requests at once and wants each answered status within bound.
+func burst(t *testing.T, what string, n int, bound time.Duration, ask func() answer, status int) {
+	t.Helper()
+	bases := make([]string, n)
+	var slowest time.Duration
+	for i, a := range concurrently(bases, func(string) answer { return ask() }) {
+		wantError(t, fmt.Sprintf("%s %d of %d at once", what, i+1, n), a, status, bound)
+		slowest = max(slowest, a.Took)
+	}
+	t.Logf("%d %s requests at once: slowest %.2f s", n, what, slowest.Seconds())
+}
+
 // pids records every service's process id, to prove recovery needed no restart.
 func pids(s *devstack.Stack) map[string]int {
 	out := map[string]int{}
@@ -197,6 +209,11 @@ func TestHungPostgresCostsSecondsAndLosesNoPrices(t *testing.T) {
 	wantOK(t, "many-coins", got["many-coins"])
 	wantOK(t, "login", got["login"])
 	wantReadyNaming(t, got["ready"], "postgres")
+	// More callers than a gateway's pool holds (DB_POOL_SIZE 10): a request
+	// waiting for a connection is bounded too.
+	burst(t, "history", 30, hungBound, func() answer {
+		return send(http.MethodGet, s.URL+"/v1/price/litecoin/history", "", tok)
+	}, http.StatusServiceUnavailable)
 	fetched := 2 // the litecoin prices so far: before the hang and the probe's
 	for range 3 {
 		a := send(http.MethodGet, s.URL+"/v1/price/litecoin", "", tok)
@@ -242,6 +259,10 @@ func TestHungRedisCostsSeconds(t *testing.T) {
 		wantError(t, name, got[name], http.StatusServiceUnavailable, hungBound)
 	}
 	wantReadyNaming(t, got["ready"], "redis")
+	// More callers than a gateway's Redis pool holds (10 per CPU).
+	burst(t, "price", 60, hungBound, func() answer {
+		return send(http.MethodGet, s.URL+"/v1/price/litecoin", "", tok)
+	}, http.StatusServiceUnavailable)
 
 	thawed := time.Now()
 	s.Redis.Thaw(t)
