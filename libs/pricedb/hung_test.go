@@ -97,16 +97,18 @@ func TestHungPostgresIsUnavailableWithinTheBoundAndThePoolRecovers(t *testing.T)
 	}
 
 	pg.Thaw(t)
-	deadline := time.Now().Add(10 * time.Second)
+	thawed := time.Now()
+	deadline := thawed.Add(10 * time.Second)
 	for {
-		_, total, err := s.History(ctx, btc)
+		_, _, err := s.History(ctx, btc)
 		if err == nil {
+			t.Logf("the pool answers %s after the thaw", time.Since(thawed).Round(time.Millisecond))
 			// b-2 may have been committed by the server after it woke; a
 			// retried insert of the same batch is then skipped.
 			if err := insertOne(ctx, s, "b-2"); err != nil {
 				t.Fatalf("insert after thaw: %v", err)
 			}
-			if _, total, err = s.History(ctx, btc); err != nil || total != 2 {
+			if _, total, err := s.History(ctx, btc); err != nil || total != 2 {
 				t.Fatalf("after thaw: %d rows, %v; want 2", total, err)
 			}
 			break

@@ -48,6 +48,10 @@ const (
 // Open returns a Store over a pool with the bounds of o. It does not dial: a
 // service starts even while Postgres is down.
 func Open(url string, o Options) (*Store, error) {
+	if o.QueryTimeout <= 0 {
+		// Zero would not mean "no bound": every read would get only the grace.
+		return nil, fmt.Errorf("open database: query timeout %s must be positive", o.QueryTimeout)
+	}
 	db, err := open(url, o, o.QueryTimeout)
 	if err != nil {
 		return nil, err
