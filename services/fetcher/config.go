@@ -47,9 +47,10 @@ func loadConfig(getenv config.Getenv) (Config, error) {
 		return Config{}, err
 	}
 	c := Config{
-		Base:           config.LoadBase(r, 3000),
-		DatabaseURL:    r.URL("DATABASE_URL", "postgres://postgres:postgres@127.0.0.1:5432/cryptopulse?sslmode=disable", "postgres", "postgresql"),
-		DBPoolSize:     r.Int("DB_POOL_SIZE", 10, 1, 1000),
+		Base:        config.LoadBase(r, 3000),
+		DatabaseURL: r.URL("DATABASE_URL", "postgres://postgres:postgres@127.0.0.1:5432/cryptopulse?sslmode=disable", "postgres", "postgresql"),
+		DBPoolSize:  r.Int("DB_POOL_SIZE", 10, 1, 1000),
+
 		DBQueryTimeout: r.Millis("DB_QUERY_TIMEOUT_MS", 2*time.Second, 100*time.Millisecond, time.Minute),
 
 		CoinGeckoURL:        r.String("COINGECKO_BASE_URL", "https://api.coingecko.com"),

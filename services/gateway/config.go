@@ -10,13 +10,10 @@ import (
 // Config is everything the gateway reads from its environment.
 type Config struct {
 	config.Base
-	JWTSecret   string
-	DatabaseURL string
-	DBPoolSize  int
-	// DBQueryTimeout bounds each Postgres query: past it (a slow or hung
-	// server) history answers 503.
-	DBQueryTimeout time.Duration
-	RedisPoolSize  int
+	JWTSecret     string
+	DatabaseURL   string
+	DBPoolSize    int
+	RedisPoolSize int
 	// ResultTimeout is how long a price request waits for its batch (504 after).
 	ResultTimeout time.Duration
 	GlobalLimit   int
@@ -25,6 +22,10 @@ type Config struct {
 	// PprofAddr, when set, is a loopback address serving net/http/pprof on
 	// a listener of its own, away from the API port nginx proxies to.
 	PprofAddr string
+
+	// DBQueryTimeout bounds each Postgres query: past it (a slow or hung
+	// server) history answers 503.
+	DBQueryTimeout time.Duration
 }
 
 func loadConfig(getenv config.Getenv) (Config, error) {
@@ -33,16 +34,17 @@ func loadConfig(getenv config.Getenv) (Config, error) {
 		return Config{}, err
 	}
 	c := Config{
-		Base:           config.LoadBase(r, 3000),
-		JWTSecret:      r.Secret("JWT_SECRET", jwtauth.MinSecretLen),
-		DatabaseURL:    r.URL("DATABASE_URL", "postgres://postgres:postgres@127.0.0.1:5432/cryptopulse?sslmode=disable", "postgres", "postgresql"),
-		DBPoolSize:     r.Int("DB_POOL_SIZE", 10, 1, 1000),
+		Base:          config.LoadBase(r, 3000),
+		JWTSecret:     r.Secret("JWT_SECRET", jwtauth.MinSecretLen),
+		DatabaseURL:   r.URL("DATABASE_URL", "postgres://postgres:postgres@127.0.0.1:5432/cryptopulse?sslmode=disable", "postgres", "postgresql"),
+		DBPoolSize:    r.Int("DB_POOL_SIZE", 10, 1, 1000),
+		RedisPoolSize: r.Int("REDIS_POOL_SIZE", 0, 0, 100_000),
+		ResultTimeout: r.Millis("BATCH_RESULT_TIMEOUT_MS", 8*time.Second, 100*time.Millisecond, 10*time.Minute),
+		GlobalLimit:   r.Int("THROTTLE_GLOBAL_LIMIT", 20, 1, 10_000_000),
+		StreamMaxLen:  int64(r.Int("STREAM_MAXLEN", 100_000, 100, 100_000_000)),
+		PprofAddr:     r.LoopbackAddr("PPROF_ADDR"),
+
 		DBQueryTimeout: r.Millis("DB_QUERY_TIMEOUT_MS", 2*time.Second, 100*time.Millisecond, time.Minute),
-		RedisPoolSize:  r.Int("REDIS_POOL_SIZE", 0, 0, 100_000),
-		ResultTimeout:  r.Millis("BATCH_RESULT_TIMEOUT_MS", 8*time.Second, 100*time.Millisecond, 10*time.Minute),
-		GlobalLimit:    r.Int("THROTTLE_GLOBAL_LIMIT", 20, 1, 10_000_000),
-		StreamMaxLen:   int64(r.Int("STREAM_MAXLEN", 100_000, 100, 100_000_000)),
-		PprofAddr:      r.LoopbackAddr("PPROF_ADDR"),
 	}
 	return c, r.Err()
 }
