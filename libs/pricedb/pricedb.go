@@ -26,23 +26,63 @@ var migrations embed.FS
 // answer 503 without inspecting driver errors.
 var ErrUnavailable = errors.New("price database unavailable")
 
-// Open returns a pool of at most poolSize connections. It does not dial:
-// a service starts even while Postgres is down.
-func Open(url string, poolSize int) (*sqlx.DB, error) {
-	db, err := sqlx.Open("postgres", url)
+// Options size a pool and bound every wait on it.
+type Options struct {
+	PoolSize int
+	// QueryTimeout bounds each statement (Postgres's statement_timeout) and
+	// each wait for the server to answer at all (that plus a quarter
+	// second), and with it each Store call, waiting for a free connection
+	// included: a hung Postgres costs a caller this long, then
+	// ErrUnavailable. It must be positive.
+	QueryTimeout time.Duration
+}
+
+// migrationTimeout is the QueryTimeout of the pool migrations run on: long
+// enough to build an index over a large carried-over history. Connecting
+// for them is bounded as for queries, by migrationConnect.
+const (
+	migrationTimeout = 10 * time.Minute
+	migrationConnect = 5 * time.Second
+)
+
+// Open returns a Store over a pool with the bounds of o. It does not dial: a
+// service starts even while Postgres is down.
+func Open(url string, o Options) (*Store, error) {
+	if o.QueryTimeout <= 0 {
+		// Zero would not mean "no bound": every read would get only the grace.
+		return nil, fmt.Errorf("open database: query timeout %s must be positive", o.QueryTimeout)
+	}
+	db, err := open(url, o, o.QueryTimeout)
+	if err != nil {
+		return nil, err
+	}
+	return &Store{db: db, timeout: o.QueryTimeout + answerGrace}, nil
+}
+
+func open(url string, o Options, connectTimeout time.Duration) (*sqlx.DB, error) {
+	c, err := connector(url, o.QueryTimeout, connectTimeout)
 	if err != nil {
 		return nil, fmt.Errorf("open database: %w", err)
 	}
-	db.SetMaxOpenConns(poolSize)
-	db.SetMaxIdleConns(poolSize)
+	db := sqlx.NewDb(sql.OpenDB(c), "postgres")
+	db.SetMaxOpenConns(o.PoolSize)
+	db.SetMaxIdleConns(o.PoolSize)
 	db.SetConnMaxIdleTime(5 * time.Minute)
 	return db, nil
 }
 
 // Migrate applies the pending migrations. goose (a well-kept migration
 // library) holds a Postgres advisory lock meanwhile, so instances that start
-// together apply each migration exactly once.
-func Migrate(ctx context.Context, db *sqlx.DB) error {
+// together apply each migration exactly once. It runs on a pool of its own,
+// closed when done, since a migration's statements may take far longer than
+// a query's bound.
+func Migrate(ctx context.Context, url string) error {
+	// Two connections: goose holds its lock on one and migrates on another.
+	db, err := open(url, Options{PoolSize: 2, QueryTimeout: migrationTimeout}, migrationConnect)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
 	sub, err := fs.Sub(migrations, "migrations")
 	if err != nil {
 		return fmt.Errorf("migrations: %w", err)
@@ -72,13 +112,27 @@ type Record struct {
 }
 
 // Store reads and writes price_records.
-type Store struct{ db *sqlx.DB }
+type Store struct {
+	db *sqlx.DB
+	// timeout bounds each call: Options.QueryTimeout plus the grace the
+	// connections allow.
+	timeout time.Duration
+}
 
-// NewStore returns a Store over db.
-func NewStore(db *sqlx.DB) *Store { return &Store{db: db} }
+// Close closes the pool.
+func (s *Store) Close() error { return s.db.Close() }
+
+// bound gives one call its deadline. The connections bound the waits on a
+// server that does not answer; this one also bounds the wait for a free
+// connection while every one of them is stuck.
+func (s *Store) bound(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, s.timeout)
+}
 
 // Ping reports whether the database answers.
 func (s *Store) Ping(ctx context.Context) error {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	if err := s.db.PingContext(ctx); err != nil {
 		return fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
@@ -103,6 +157,8 @@ func (s *Store) Insert(ctx context.Context, recs []Record) (int64, error) {
 		args = append(args, r.CoinID, r.VsCurrency, r.Price, r.FetchedAt.UTC(), r.BatchID)
 	}
 	b.WriteString(" ON CONFLICT (batch_id) WHERE batch_id IS NOT NULL DO NOTHING")
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	res, err := s.db.ExecContext(ctx, b.String(), args...)
 	if err != nil {
 		return 0, fmt.Errorf("%w: insert price records: %v", ErrUnavailable, err)
@@ -133,6 +189,8 @@ func (s *Store) History(ctx context.Context, q HistoryQuery) ([]Record, int, err
 		args = append(args, q.To.UTC())
 		where += fmt.Sprintf(" AND fetched_at <= $%d", len(args))
 	}
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	var total int
 	if err := s.db.GetContext(ctx, &total, "SELECT count(*) FROM price_records WHERE "+where, args...); err != nil {
 		return nil, 0, fmt.Errorf("%w: count history: %v", ErrUnavailable, err)
@@ -157,6 +215,8 @@ var ErrNoRecord = errors.New("no price record")
 // an error wrapping ErrUnavailable. It serves the stale fallback when Redis
 // lost the newest price.
 func (s *Store) Latest(ctx context.Context, coinID, vsCurrency string) (Record, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	var r Record
 	err := s.db.GetContext(ctx, &r, "SELECT id, coin_id, vs_currency, price::text AS price, fetched_at, batch_id FROM price_records WHERE coin_id = $1 AND vs_currency = $2 ORDER BY fetched_at DESC, id DESC LIMIT 1",
 		coinID, vsCurrency)

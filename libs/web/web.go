@@ -144,6 +144,11 @@ type Check struct {
 	Check func(ctx context.Context) error
 }
 
+// readyTimeout bounds each dependency check of /ready, so the answer comes
+// within the 2 s the readiness probes give it (Kubernetes' timeoutSeconds,
+// the container healthcheck), whatever hangs.
+const readyTimeout = time.Second
+
 // Probes installs /health (the process is alive) and /ready (every dependency
 // answers; 503 naming those that do not). Neither is throttled.
 func Probes(app *fiber.App, service, instance string, checks ...Check) {
@@ -151,18 +156,7 @@ func Probes(app *fiber.App, service, instance string, checks ...Check) {
 		return c.JSON(fiber.Map{"status": "ok", "service": service, "instance": instance})
 	})
 	app.Get("/ready", func(c *fiber.Ctx) error {
-		ctx, cancel := context.WithTimeout(c.UserContext(), time.Second)
-		defer cancel()
-		status := map[string]string{}
-		var down []string
-		for _, ch := range checks {
-			if err := ch.Check(ctx); err != nil {
-				status[ch.Name] = "down"
-				down = append(down, ch.Name)
-				continue
-			}
-			status[ch.Name] = "up"
-		}
+		status, down := checkAll(c.UserContext(), readyTimeout, checks)
 		if len(down) > 0 {
 			return c.Status(http.StatusServiceUnavailable).JSON(fiber.Map{
 				"statusCode": http.StatusServiceUnavailable,
@@ -173,6 +167,46 @@ func Probes(app *fiber.App, service, instance string, checks ...Check) {
 		}
 		return c.JSON(fiber.Map{"status": "ready", "service": service, "instance": instance, "checks": status})
 	})
+}
+
+// checkAll runs every check at once, each under the same deadline, and
+// returns each one's state ("up" or "down") and the names of those down, in
+// the order given. A check that has not answered by the deadline is down: a
+// client that does not honour its context (a hung server read without a
+// deadline) is left to finish on its own rather than hold the answer.
+func checkAll(ctx context.Context, timeout time.Duration, checks []Check) (map[string]string, []string) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	type result struct {
+		i   int
+		err error
+	}
+	// Buffered, so a check that answers after the deadline never blocks.
+	results := make(chan result, len(checks))
+	for i, ch := range checks {
+		go func() { results <- result{i, ch.Check(ctx)} }()
+	}
+	up := make([]bool, len(checks))
+wait:
+	for range checks {
+		select {
+		case r := <-results:
+			up[r.i] = r.err == nil
+		case <-ctx.Done():
+			break wait
+		}
+	}
+	status := make(map[string]string, len(checks))
+	var down []string
+	for i, ch := range checks {
+		if up[i] {
+			status[ch.Name] = "up"
+			continue
+		}
+		status[ch.Name] = "down"
+		down = append(down, ch.Name)
+	}
+	return status, down
 }
 
 // Metrics installs GET /metrics in the Prometheus text format.

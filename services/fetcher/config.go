@@ -13,6 +13,9 @@ type Config struct {
 	config.Base
 	DatabaseURL string
 	DBPoolSize  int
+	// DBQueryTimeout bounds each Postgres query: past it (a slow or hung
+	// server) records stay queued in Redis and are written later.
+	DBQueryTimeout time.Duration
 
 	CoinGeckoURL        string
 	CoinGeckoKey        string
@@ -50,6 +53,8 @@ func loadConfig(getenv config.Getenv) (Config, error) {
 		Base:        config.LoadBase(r, 3000),
 		DatabaseURL: r.URL("DATABASE_URL", "postgres://postgres:postgres@127.0.0.1:5432/cryptopulse?sslmode=disable", "postgres", "postgresql"),
 		DBPoolSize:  r.Int("DB_POOL_SIZE", 10, 1, 1000),
+
+		DBQueryTimeout: r.Millis("DB_QUERY_TIMEOUT_MS", 2*time.Second, 100*time.Millisecond, time.Minute),
 
 		CoinGeckoURL:        r.String("COINGECKO_BASE_URL", "https://api.coingecko.com"),
 		CoinGeckoKey:        r.String("COINGECKO_API_KEY", ""),

@@ -33,7 +33,7 @@ func run(ctx context.Context, getenv config.Getenv, stdout io.Writer, ready chan
 	}
 	defer func() { _ = log.Sync() }()
 	log.Info("starting", zap.String("addr", cfg.Addr()), zap.String("redis", cfg.RedisTarget()),
-		zap.String("database", config.MaskURL(cfg.DatabaseURL)), zap.String("coingecko", cfg.CoinGeckoURL),
+		zap.String("database", config.MaskURL(cfg.DatabaseURL)), zap.Duration("dbQueryTimeout", cfg.DBQueryTimeout), zap.String("coingecko", cfg.CoinGeckoURL),
 		zap.String("coingeckoKey", config.Mask(cfg.CoinGeckoKey)), zap.Int("coingeckoRateLimit", cfg.CoinGeckoRateLimit),
 		zap.Int("coingeckoBurst", cfg.CoinGeckoBurst), zap.Duration("priceMaxAge", cfg.PriceMaxAge), zap.Duration("staleMaxAge", cfg.StaleMaxAge),
 		zap.Duration("window", cfg.BatchWindow), zap.Int("threshold", cfg.BatchThreshold), zap.Duration("lease", cfg.BatchLease))
@@ -43,12 +43,11 @@ func run(ctx context.Context, getenv config.Getenv, stdout io.Writer, ready chan
 		return err
 	}
 	defer rdb.Close()
-	db, err := pricedb.Open(cfg.DatabaseURL, cfg.DBPoolSize)
+	pg, err := pricedb.Open(cfg.DatabaseURL, pricedb.Options{PoolSize: cfg.DBPoolSize, QueryTimeout: cfg.DBQueryTimeout})
 	if err != nil {
 		return err
 	}
-	defer db.Close()
-	pg := pricedb.NewStore(db)
+	defer pg.Close()
 	store, err := batch.NewStore(rdb, batch.Settings{
 		Window: cfg.BatchWindow, Threshold: cfg.BatchThreshold, Lease: cfg.BatchLease,
 		KeyTTL: cfg.BatchWindow + 10*time.Minute, Keep: 10 * time.Minute, ResultTTL: cfg.ResultTTL, RecordsMaxLen: 1_000_000,
@@ -84,7 +83,7 @@ func run(ctx context.Context, getenv config.Getenv, stdout io.Writer, ready chan
 		return err
 	}
 	persister, err := worker.NewPersister(worker.PersisterConfig{Name: cfg.InstanceID}, rdb, pg,
-		func(ctx context.Context) error { return pricedb.Migrate(ctx, db) }, log, reg)
+		func(ctx context.Context) error { return pricedb.Migrate(ctx, cfg.DatabaseURL) }, log, reg)
 	if err != nil {
 		return err
 	}

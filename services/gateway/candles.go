@@ -1,10 +1,7 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
-	"fmt"
-	"math"
 	"strings"
 	"time"
 
@@ -14,15 +11,6 @@ import (
 	"cryptopulse/libs/price"
 	"cryptopulse/libs/pricedb"
 )
-
-// CandleReader is what the candles route needs from the price database.
-type CandleReader interface {
-	// Candles returns a page of candles and the number of non-empty buckets
-	// in all, or an error wrapping pricedb.ErrUnavailable.
-	Candles(ctx context.Context, q pricedb.CandleQuery) ([]pricedb.Candle, int, error)
-}
-
-var _ CandleReader = (*pricedb.Store)(nil)
 
 // candleIntervals are the bucket widths a client may ask for, in the order
 // the 400 lists them.
@@ -76,42 +64,26 @@ func intervalParam(c *fiber.Ctx, problems []string) (string, time.Duration, []st
 // handleCandles answers GET /v1/price/{coinId}/candles with the validation,
 // throttle and errors of the history route.
 func handleCandles(d deps) fiber.Handler {
-	// deps types the store as the history reader; the store run() builds,
-	// pricedb.Store, reads candles too. Checked once, at wiring time.
-	store, ok := d.store.(CandleReader)
-	if !ok {
-		panic(fmt.Sprintf("gateway: store %T cannot read candles", d.store))
-	}
 	return func(c *fiber.Ctx) error {
 		coin, currency, problems := pathCoin(c, "vsCurrency", "interval", "from", "to", "limit", "page")
-		q := pricedb.CandleQuery{CoinID: coin, VsCurrency: currency}
-		var interval string
-		interval, q.Interval, problems = intervalParam(c, problems)
-		q.Limit, problems = intParam(c, "limit", 20, 1, 100, problems)
-		q.Page, problems = intParam(c, "page", 1, 1, math.MaxInt32, problems)
-		q.From, problems = timeParam(c, "from", problems)
-		q.To, problems = timeParam(c, "to", problems)
-		if q.From != nil && q.To != nil && q.From.After(*q.To) {
-			problems = append(problems, "from must not be after to")
-		}
+		interval, width, problems := intervalParam(c, problems)
+		w, problems := windowParams(c, problems)
 		if len(problems) > 0 {
 			return httperr.Validation(problems...)
 		}
 		if err := d.throttle(c); err != nil {
 			return err
 		}
-		ctx, cancel := context.WithTimeout(c.UserContext(), historyTimeout)
-		defer cancel()
-		candles, total, err := store.Candles(ctx, q)
+		q := pricedb.CandleQuery{CoinID: coin, VsCurrency: currency, Interval: width, Limit: w.limit, Page: w.page, From: w.from, To: w.to}
+		candles, total, err := d.store.Candles(c.UserContext(), q)
 		if err != nil {
 			return err
 		}
 		page := CandlePage{
 			CoinID: coin, VsCurrency: currency, Interval: interval, Items: make([]CandleItem, len(candles)),
 			Page: q.Page, Limit: q.Limit, TotalItems: total,
-			TotalPages: (total + q.Limit - 1) / q.Limit,
 		}
-		page.HasNextPage = q.Page < page.TotalPages
+		page.TotalPages, page.HasNextPage = w.pages(total)
 		for i, k := range candles {
 			page.Items[i] = CandleItem{
 				Start: k.Start.Format(price.TimeFormat),

@@ -20,16 +20,16 @@ import (
 func candlesDB(t *testing.T) string {
 	t.Helper()
 	dbURL := testkit.StartPostgres(t).NewDatabase(t)
-	db, err := pricedb.Open(dbURL, 2)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := pricedb.Migrate(ctx, dbURL); err != nil {
+		t.Fatal(err)
+	}
+	store, err := pricedb.Open(dbURL, pricedb.Options{PoolSize: 2, QueryTimeout: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer db.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if err := pricedb.Migrate(ctx, db); err != nil {
-		t.Fatal(err)
-	}
+	defer store.Close()
 	ts := func(s string) time.Time {
 		v, err := time.Parse(time.RFC3339Nano, s)
 		if err != nil {
@@ -45,7 +45,7 @@ func candlesDB(t *testing.T) string {
 		{CoinID: "bitcoin", VsCurrency: "eur", Price: "63000.125", FetchedAt: ts("2026-03-01T12:00:10Z")},
 		{CoinID: "ethereum", VsCurrency: "usd", Price: "3412.5", FetchedAt: ts("2026-03-01T12:00:10Z")},
 	}
-	if _, err := pricedb.NewStore(db).Insert(ctx, recs); err != nil {
+	if _, err := store.Insert(ctx, recs); err != nil {
 		t.Fatal(err)
 	}
 	return dbURL

@@ -35,6 +35,10 @@ type Config struct {
 	// PprofAddr, when set, is a loopback address serving net/http/pprof on
 	// a listener of its own, away from the API port nginx proxies to.
 	PprofAddr string
+
+	// DBQueryTimeout bounds each Postgres query: past it (a slow or hung
+	// server) history answers 503.
+	DBQueryTimeout time.Duration
 }
 
 func loadConfig(getenv config.Getenv) (Config, error) {
@@ -58,6 +62,7 @@ func loadConfig(getenv config.Getenv) (Config, error) {
 		StreamBuffer:    r.Int("STREAM_BUFFER", 256, 1, 1_000_000),
 		StreamRetry:     r.Millis("STREAM_RETRY_MS", time.Second, 0, 10*time.Minute),
 		HotMaxAge:       r.Millis("PRICE_MAX_AGE_MS", 0, 0, 24*time.Hour),
+		DBQueryTimeout:  r.Millis("DB_QUERY_TIMEOUT_MS", 2*time.Second, 100*time.Millisecond, time.Minute),
 	}
 	return c, r.Err()
 }

@@ -227,14 +227,14 @@ func FuzzAuthorizationHeader(f *testing.F) {
 func fzHistoryDB(f *testing.F) string {
 	pg := testkit.StartPostgres(f)
 	dbURL := pg.NewDatabase(f)
-	db, err := pricedb.Open(dbURL, 2)
+	store, err := pricedb.Open(dbURL, pricedb.Options{PoolSize: 2, QueryTimeout: 2 * time.Second})
 	if err != nil {
 		f.Fatal(err)
 	}
-	defer db.Close()
+	defer store.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if err := pricedb.Migrate(ctx, db); err != nil {
+	if err := pricedb.Migrate(ctx, dbURL); err != nil {
 		f.Fatal(err)
 	}
 	recs := make([]pricedb.Record, 30)
@@ -242,7 +242,7 @@ func fzHistoryDB(f *testing.F) string {
 	for i := range recs {
 		recs[i] = pricedb.Record{CoinID: "bitcoin", VsCurrency: "usd", Price: fmt.Sprintf("%d.5", 60000+i), FetchedAt: day0.AddDate(0, 0, i)}
 	}
-	if _, err := pricedb.NewStore(db).Insert(ctx, recs); err != nil {
+	if _, err := store.Insert(ctx, recs); err != nil {
 		f.Fatal(err)
 	}
 	return dbURL

@@ -16,18 +16,46 @@ import (
 	"cryptopulse/libs/pricedb"
 )
 
-// HistoryReader is what the history route needs from the price database.
-type HistoryReader interface {
+// PriceStore is what the history and candles routes need from the price
+// database. Each call is bounded by the store itself (DB_QUERY_TIMEOUT_MS),
+// so a hung Postgres costs a client that long, then a 503.
+type PriceStore interface {
 	// History returns a page of records and the total count, or an error
 	// wrapping pricedb.ErrUnavailable.
 	History(ctx context.Context, q pricedb.HistoryQuery) ([]pricedb.Record, int, error)
+	// Candles returns a page of candles and the number of non-empty buckets
+	// in all, or an error wrapping pricedb.ErrUnavailable.
+	Candles(ctx context.Context, q pricedb.CandleQuery) ([]pricedb.Candle, int, error)
 	Ping(ctx context.Context) error
 }
 
-var _ HistoryReader = (*pricedb.Store)(nil)
+var _ PriceStore = (*pricedb.Store)(nil)
 
-// historyTimeout bounds one history query.
-const historyTimeout = 3 * time.Second
+// window is the paging and time range history and candles share.
+type window struct {
+	limit, page int
+	from, to    *time.Time
+}
+
+// windowParams reads limit, page, from and to, adding a problem for each
+// bad one and for from after to.
+func windowParams(c *fiber.Ctx, problems []string) (window, []string) {
+	var w window
+	w.limit, problems = intParam(c, "limit", 20, 1, 100, problems)
+	w.page, problems = intParam(c, "page", 1, 1, math.MaxInt32, problems)
+	w.from, problems = timeParam(c, "from", problems)
+	w.to, problems = timeParam(c, "to", problems)
+	if w.from != nil && w.to != nil && w.from.After(*w.to) {
+		problems = append(problems, "from must not be after to")
+	}
+	return w, problems
+}
+
+// pages is totalPages and hasNextPage for total items shown limit a page.
+func (w window) pages(total int) (totalPages int, hasNext bool) {
+	totalPages = (total + w.limit - 1) / w.limit
+	return totalPages, w.page < totalPages
+}
 
 // HistoryItem is one entry of a history page.
 type HistoryItem struct {
@@ -50,34 +78,23 @@ type HistoryPage struct {
 func handleHistory(d deps) fiber.Handler {
 	return func(c *fiber.Ctx) error {
 		coin, currency, problems := pathCoin(c, "vsCurrency", "from", "to", "limit", "page")
-		q := pricedb.HistoryQuery{CoinID: coin, VsCurrency: currency}
-		q.Limit, problems = intParam(c, "limit", 20, 1, 100, problems)
-		q.Page, problems = intParam(c, "page", 1, 1, math.MaxInt32, problems)
-		q.From, problems = timeParam(c, "from", problems)
-		q.To, problems = timeParam(c, "to", problems)
-		if q.From != nil && q.To != nil && q.From.After(*q.To) {
-			problems = append(problems, "from must not be after to")
-		}
+		w, problems := windowParams(c, problems)
 		if len(problems) > 0 {
 			return httperr.Validation(problems...)
 		}
 		if err := d.throttle(c); err != nil {
 			return err
 		}
-		// A Postgres that hangs instead of refusing must still give a 503,
-		// not hold the client until nginx gives up.
-		ctx, cancel := context.WithTimeout(c.UserContext(), historyTimeout)
-		defer cancel()
-		recs, total, err := d.store.History(ctx, q)
+		q := pricedb.HistoryQuery{CoinID: coin, VsCurrency: currency, Limit: w.limit, Page: w.page, From: w.from, To: w.to}
+		recs, total, err := d.store.History(c.UserContext(), q)
 		if err != nil {
 			return err
 		}
 		page := HistoryPage{
 			CoinID: coin, VsCurrency: currency, Items: make([]HistoryItem, len(recs)),
 			Page: q.Page, Limit: q.Limit, TotalItems: total,
-			TotalPages: (total + q.Limit - 1) / q.Limit,
 		}
-		page.HasNextPage = q.Page < page.TotalPages
+		page.TotalPages, page.HasNextPage = w.pages(total)
 		for i, r := range recs {
 			page.Items[i] = HistoryItem{Price: json.Number(r.Price), FetchedAt: r.FetchedAt.UTC().Format(price.TimeFormat)}
 		}

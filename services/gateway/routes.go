@@ -33,7 +33,7 @@ type deps struct {
 	pub      pricereq.Publisher
 	hub      *reply.Hub
 	streams  *pricestream.Hub
-	store    HistoryReader
+	store    PriceStore
 	registry *prometheus.Registry
 }
 

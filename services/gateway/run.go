@@ -34,7 +34,7 @@ func run(ctx context.Context, getenv config.Getenv, stdout io.Writer, ready chan
 	defer func() { _ = log.Sync() }()
 	log.Info("starting", zap.String("addr", cfg.Addr()), zap.String("jwtSecret", config.Mask(cfg.JWTSecret)),
 		zap.String("redis", cfg.RedisTarget()), zap.String("database", config.MaskURL(cfg.DatabaseURL)),
-		zap.Int("dbPoolSize", cfg.DBPoolSize), zap.Duration("resultTimeout", cfg.ResultTimeout),
+		zap.Int("dbPoolSize", cfg.DBPoolSize), zap.Duration("dbQueryTimeout", cfg.DBQueryTimeout), zap.Duration("resultTimeout", cfg.ResultTimeout),
 		zap.Int("globalLimit", cfg.GlobalLimit), zap.Duration("throttleTTL", cfg.ThrottleTTL),
 		zap.Int("streamsPerUser", cfg.StreamsPerUser), zap.Duration("streamHeartbeat", cfg.StreamHeartbeat),
 		zap.Duration("priceMaxAge", cfg.HotMaxAge))
@@ -48,11 +48,11 @@ func run(ctx context.Context, getenv config.Getenv, stdout io.Writer, ready chan
 		return err
 	}
 	defer rdb.Close()
-	db, err := pricedb.Open(cfg.DatabaseURL, cfg.DBPoolSize)
+	store, err := pricedb.Open(cfg.DatabaseURL, pricedb.Options{PoolSize: cfg.DBPoolSize, QueryTimeout: cfg.DBQueryTimeout})
 	if err != nil {
 		return err
 	}
-	defer db.Close()
+	defer store.Close()
 
 	pub, err := pricereq.New(cfg.InstanceID, cfg.ResultTimeout, cfg.StreamMaxLen)
 	if err != nil {
@@ -96,7 +96,7 @@ func run(ctx context.Context, getenv config.Getenv, stdout io.Writer, ready chan
 	routes(app, deps{
 		log: log, cfg: cfg, verifier: verifier, limiter: throttle.New(rdb),
 		redis: rdb, pub: pub, hub: hub, streams: streams,
-		store: pricedb.NewStore(db), registry: reg,
+		store: store, registry: reg,
 	})
 
 	return web.ListenAndServe(ctx, app, cfg.Addr(), cfg.ShutdownGrace, log, ready)

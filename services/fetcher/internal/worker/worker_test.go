@@ -62,11 +62,12 @@ func startRigWith(t *testing.T, o rigOptions) *rig {
 	}
 	fetchers, window := o.fetchers, o.window
 	rdb := testkit.StartRedis(t).Client(t)
-	db, err := pricedb.Open(testkit.StartPostgres(t).NewDatabase(t), 4)
+	dbURL := testkit.StartPostgres(t).NewDatabase(t)
+	pg, err := pricedb.Open(dbURL, pricedb.Options{PoolSize: 4, QueryTimeout: 2 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { db.Close() })
+	t.Cleanup(func() { pg.Close() })
 	sim := cgsim.New(cgsim.Config{})
 	srv := httptest.NewServer(sim)
 	t.Cleanup(func() { sim.Close(); srv.Close() })
@@ -83,7 +84,6 @@ func startRigWith(t *testing.T, o rigOptions) *rig {
 	if err := EnsureGroup(context.Background(), rdb, price.StreamKey, price.Group); err != nil {
 		t.Fatal(err)
 	}
-	pg := pricedb.NewStore(db)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	for i := range fetchers {
@@ -102,7 +102,7 @@ func startRigWith(t *testing.T, o rigOptions) *rig {
 		if err != nil {
 			t.Fatal(err)
 		}
-		p, err := NewPersister(PersisterConfig{Name: name}, rdb, pg, func(ctx context.Context) error { return pricedb.Migrate(ctx, db) }, log, reg)
+		p, err := NewPersister(PersisterConfig{Name: name}, rdb, pg, func(ctx context.Context) error { return pricedb.Migrate(ctx, dbURL) }, log, reg)
 		if err != nil {
 			t.Fatal(err)
 		}
