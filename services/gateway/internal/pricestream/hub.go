@@ -9,6 +9,7 @@ package pricestream
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -138,10 +139,9 @@ func (h *Hub) Run(ctx context.Context) {
 		ups, last, err := pricefeed.Tail(ctx, h.follow.RDB, h.cfg.Prime)
 		if err == nil {
 			after = last
-			// Newest first: the first event of a coin is its newest.
-			for i := len(ups) - 1; i >= 0; i-- {
-				h.ingest(ups[i : i+1])
-			}
+			// Tail is newest first; the hub takes them in feed order.
+			slices.Reverse(ups)
+			h.ingest(ups)
 			break
 		}
 		h.log.Warn("reading the newest prices failed; retrying", zap.Error(err))
