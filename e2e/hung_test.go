@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"cryptopulse/tools/devstack"
 	"cryptopulse/testkit"
+	"cryptopulse/tools/devstack"
 )
 
 // A dependency that hangs (its processes stopped with SIGSTOP: connections

@@ -17,7 +17,7 @@ import (
 	"cryptopulse/libs/price"
 	"cryptopulse/libs/pricefeed"
 	"cryptopulse/tools/devstack"
-	"cryptopulse/tools/sse"
+	"cryptopulse/testkit/sse"
 )
 
 // follower is a stream client that behaves as a browser's EventSource: when

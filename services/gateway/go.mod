@@ -4,7 +4,6 @@ go 1.26.8
 
 require (
 	cryptopulse/libs v0.0.0
-	cryptopulse/tools v0.0.0
 	github.com/gofiber/fiber/v2 v2.52.15
 	github.com/gofiber/swagger v1.1.1
 	github.com/golang-jwt/jwt/v5 v5.3.1
@@ -61,5 +60,4 @@ require (
 replace (
 	cryptopulse/libs => ../../libs
 	cryptopulse/testkit => ../../testkit
-	cryptopulse/tools => ../../tools
 )
