@@ -16,8 +16,8 @@ import (
 
 	"cryptopulse/libs/price"
 	"cryptopulse/libs/pricefeed"
-	"cryptopulse/tools/devstack"
 	"cryptopulse/testkit/sse"
+	"cryptopulse/tools/devstack"
 )
 
 // follower is a stream client that behaves as a browser's EventSource: when
