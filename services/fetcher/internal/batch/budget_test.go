@@ -27,15 +27,21 @@ func TestTakeSlotPacesCallsEvenly(t *testing.T) {
 	set.Budget = Budget{PerMinute: 600, Burst: 3} // 100+ ms apart after 3 at once
 	s, _ := newStore(t, set)
 	ctx := context.Background()
-	var taken []time.Time
+	// Each slot is granted somewhere between the call and its return, so
+	// two slots are at most (return of the later - call of the earlier)
+	// apart: a gap measured that way is never shortened by this process
+	// being descheduled on a loaded machine.
+	type span struct{ called, returned time.Time }
+	var taken []span
 	end := time.Now().Add(1200 * time.Millisecond)
 	for time.Now().Before(end) {
+		called := time.Now()
 		wait, err := s.TakeSlot(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if wait == 0 {
-			taken = append(taken, time.Now())
+			taken = append(taken, span{called, time.Now()})
 			continue
 		}
 		if wait > set.Budget.Interval() {
@@ -48,8 +54,18 @@ func TestTakeSlotPacesCallsEvenly(t *testing.T) {
 	if want := 3 + int(1200*time.Millisecond/interval); len(taken) > want+1 || len(taken) < want-2 {
 		t.Errorf("%d slots in 1.2 s, want about %d", len(taken), want)
 	}
+	// The burst's 3 may themselves be spread out on a slow machine, so the
+	// 4th slot is due one interval after the FIRST one; from then on the
+	// caller is always ahead of the budget and each slot is one interval
+	// after the one before.
 	for i := 3; i < len(taken); i++ {
-		if gap := taken[i].Sub(taken[i-1]); gap < interval-15*time.Millisecond {
+		if since := taken[i].returned.Sub(taken[0].called); since < time.Duration(i-2)*interval-15*time.Millisecond {
+			t.Errorf("slot %d came %s after the first, under %d intervals of %s", i, since, i-2, interval)
+		}
+		if i == 3 {
+			continue
+		}
+		if gap := taken[i].returned.Sub(taken[i-1].called); gap < interval-15*time.Millisecond {
 			t.Errorf("slot %d came %s after the previous, under the %s interval", i, gap, interval)
 		}
 	}
