@@ -148,7 +148,9 @@ const (
 type Batch struct {
 	ID          string `json:"id"`
 	Size        int    `json:"size"`
-	FlushReason string `json:"flushReason"`
+	// FlushReason is empty, and left out, for a request turned away
+	// before its batch flushed (the upstream budget was spent).
+	FlushReason string `json:"flushReason,omitempty"`
 	Fetcher     string `json:"fetcher,omitempty"`
 	Attempt     int    `json:"attempt,omitempty"`
 	// Source is SourceUpstream, SourceSnapshot or SourceStale.

@@ -233,7 +233,7 @@ func handlePrices(d deps) fiber.Handler {
 func failAll(c *fiber.Ctx, body *price.Prices) int {
 	status := mostTellingStatus(body.Errors)
 	body.StatusCode = status
-	body.Error = http.StatusText(status)
+	body.Error = httperr.StatusText(status)
 	alike := true
 	var retry int64
 	for _, e := range body.Errors {
