@@ -7,6 +7,8 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -42,13 +44,19 @@ func loadContract(t *testing.T, base string) *contract {
 	if err != nil || resp.StatusCode != http.StatusOK {
 		t.Fatalf("GET /docs-json: %d %v", resp.StatusCode, err)
 	}
+	return parseContract(t, raw)
+}
+
+// parseContract reads and validates an OpenAPI 3 document.
+func parseContract(t *testing.T, raw []byte) *contract {
+	t.Helper()
 	loader := openapi3.NewLoader()
 	doc, err := loader.LoadFromData(raw)
 	if err != nil {
-		t.Fatalf("load /docs-json: %v", err)
+		t.Fatalf("load the document: %v", err)
 	}
 	if err := doc.Validate(loader.Context); err != nil {
-		t.Fatalf("/docs-json is not a valid OpenAPI 3 document: %v", err)
+		t.Fatalf("not a valid OpenAPI 3 document: %v", err)
 	}
 	router, err := gorillamux.NewRouter(doc)
 	if err != nil {
@@ -154,28 +162,12 @@ func (k *contract) do(t *testing.T, base, token string, c call) got {
 		t.Errorf("%s: no X-Request-Id", c.name)
 	}
 
-	// The route is found on a copy: the document's routing must not depend
-	// on what the client already read.
 	vreq, _ := newRequest(c.method, base+c.path, c.body, header)
-	route, params, err := k.router.FindRoute(vreq)
-	if err != nil {
-		t.Errorf("%s: %s %.100s is no operation of the document: %v", c.name, c.method, c.path, err)
+	op, reqErr, respErr := k.check(vreq, g.status, resp.Header, raw)
+	if op == "" {
+		t.Errorf("%s: %s %.100s is no operation of the document: %v", c.name, c.method, c.path, reqErr)
 		return g
 	}
-	k.mu.Lock()
-	op := c.method + " " + route.Path
-	if k.seen[op] == nil {
-		k.seen[op] = map[int]bool{}
-	}
-	k.seen[op][g.status] = true
-	k.mu.Unlock()
-
-	ctx := context.Background()
-	in := &openapi3filter.RequestValidationInput{
-		Request: vreq, PathParams: params, Route: route,
-		Options: &openapi3filter.Options{AuthenticationFunc: openapi3filter.NoopAuthenticationFunc, MultiError: true},
-	}
-	reqErr := openapi3filter.ValidateRequest(ctx, in)
 	switch {
 	case c.status >= 200 && c.status < 300 || c.request == accepts:
 		if reqErr != nil {
@@ -188,16 +180,41 @@ func (k *contract) do(t *testing.T, base, token string, c call) got {
 	case c.request == unchecked && c.status == http.StatusBadRequest && !c.byNginx:
 		t.Errorf("%s: a 400 row must say whether the document refuses the request too", c.name)
 	}
-
-	out := &openapi3filter.ResponseValidationInput{
-		RequestValidationInput: in, Status: g.status, Header: resp.Header,
-		Body:    io.NopCloser(bytes.NewReader(raw)),
-		Options: &openapi3filter.Options{IncludeResponseStatus: true, MultiError: true},
-	}
-	if err := openapi3filter.ValidateResponse(ctx, out); err != nil {
-		t.Errorf("%s: %s %s answered %d %.300s, which the document does not allow: %v", c.name, c.method, route.Path, g.status, raw, err)
+	if respErr != nil {
+		t.Errorf("%s: %s answered %d %.300s, which the document does not allow: %v", c.name, op, g.status, raw, respErr)
 	}
 	return g
+}
+
+// check validates a request (a copy of the one sent, body unread) and the
+// answer it got against the document. op is "METHOD /path" of the
+// operation, empty when none matches (reqErr then says why).
+func (k *contract) check(req *http.Request, status int, header http.Header, raw []byte) (op string, reqErr, respErr error) {
+	route, params, err := k.router.FindRoute(req)
+	if err != nil {
+		return "", err, nil
+	}
+	op = req.Method + " " + route.Path
+	k.mu.Lock()
+	if k.seen[op] == nil {
+		k.seen[op] = map[int]bool{}
+	}
+	k.seen[op][status] = true
+	k.mu.Unlock()
+
+	ctx := context.Background()
+	in := &openapi3filter.RequestValidationInput{
+		Request: req, PathParams: params, Route: route,
+		Options: &openapi3filter.Options{AuthenticationFunc: openapi3filter.NoopAuthenticationFunc, MultiError: true},
+	}
+	reqErr = openapi3filter.ValidateRequest(ctx, in)
+	respErr = openapi3filter.ValidateResponse(ctx, &openapi3filter.ResponseValidationInput{
+		RequestValidationInput: in, Status: status, Header: header,
+		Body: io.NopCloser(bytes.NewReader(raw)),
+		// An undocumented status is an error, not a pass.
+		Options: &openapi3filter.Options{IncludeResponseStatus: true, MultiError: true},
+	})
+	return op, reqErr, respErr
 }
 
 // run does each call in order.
@@ -258,4 +275,50 @@ func query(path string, kv ...string) string {
 		v.Add(kv[i], kv[i+1])
 	}
 	return path + "?" + v.Encode()
+}
+
+// The checks above can fail: drift of each kind the contract is about is
+// caught, and the answers that differ only in shape are told apart.
+func TestContractCatchesDrift(t *testing.T) {
+	t.Parallel()
+	raw, err := os.ReadFile(filepath.Join("..", "services", "gateway", "openapi.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := parseContract(t, raw)
+	price := `{"coinId":"bitcoin","vsCurrency":"usd","price":66904.678771551986684,"fetchedAt":"2026-02-28T03:55:00.000Z",` +
+		`"batch":{"id":"b","size":1,"flushReason":"window","fetcher":"fetcher-1","attempt":1,"source":"coingecko"}}`
+	failed := `{"statusCode":429,"message":"m","error":"Too Many Requests","vsCurrency":"usd","prices":[],` +
+		`"errors":[{"coinId":"bitcoin","statusCode":429,"message":"m","retryAfterMs":1000,"batch":{"id":"b","size":0,"fetcher":"f"}}]}`
+	nestErr := `{"statusCode":429,"message":"Too Many Requests","error":"Too Many Requests"}`
+	jsonType := http.Header{"Content-Type": {"application/json"}}
+	for _, tt := range []struct {
+		name, path, body string
+		status           int
+		header           http.Header
+		reqOK, respOK    bool
+	}{
+		{"a price", "/v1/price/bitcoin", price, 200, jsonType, true, true},
+		{"an undocumented status", "/v1/price/bitcoin", nestErr, 418, jsonType, true, false},
+		{"a price without its batch", "/v1/price/bitcoin", strings.Replace(price, `,"batch":{"id":"b","size":1,"flushReason":"window","fetcher":"fetcher-1","attempt":1,"source":"coingecko"}`, "", 1), 200, jsonType, true, false},
+		{"a price with a field the document lacks", "/v1/price/bitcoin", strings.Replace(price, `{"coinId"`, `{"extra":1,"coinId"`, 1), 200, jsonType, true, false},
+		{"a price as text", "/v1/price/bitcoin", `"66904.67"`, 200, jsonType, true, false},
+		{"an error as HTML", "/v1/price/bitcoin", "<html>502</html>", 502, http.Header{"Content-Type": {"text/html"}}, true, false},
+		{"an error without its error field", "/v1/price/bitcoin", `{"statusCode":404,"message":"Coin not found"}`, 404, jsonType, true, false},
+		{"every id failed, 429", "/v1/prices?ids=bitcoin", failed, 429, jsonType, true, true},
+		{"our limit on many coins, 429", "/v1/prices?ids=bitcoin", nestErr, 429, jsonType, true, true},
+		{"every id failed without the error fields", "/v1/prices?ids=bitcoin", strings.Replace(failed, `"statusCode":429,"message":"m","error":"Too Many Requests",`, "", 1), 429, jsonType, true, false},
+		{"history from a date", "/v1/price/bitcoin/history?from=2020-01-01", `{"coinId":"bitcoin","vsCurrency":"usd","items":[],"page":1,"limit":20,"totalItems":0,"totalPages":0,"hasNextPage":false}`, 200, jsonType, true, true},
+		{"history from a word", "/v1/price/bitcoin/history?from=yesterday", `{"statusCode":400,"message":["from must be a valid ISO 8601 date string"],"error":"Bad Request"}`, 400, jsonType, false, true},
+	} {
+		req, _ := http.NewRequest(http.MethodGet, "http://localhost:3000"+tt.path, nil)
+		op, reqErr, respErr := k.check(req, tt.status, tt.header, []byte(tt.body))
+		if op == "" {
+			t.Errorf("%s: no operation: %v", tt.name, reqErr)
+			continue
+		}
+		if (reqErr == nil) != tt.reqOK || (respErr == nil) != tt.respOK {
+			t.Errorf("%s: request error %v (want none: %v), answer error %v (want none: %v)", tt.name, reqErr, tt.reqOK, respErr, tt.respOK)
+		}
+	}
 }
