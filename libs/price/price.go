@@ -146,8 +146,8 @@ const (
 
 // Batch says which batch answered a request.
 type Batch struct {
-	ID          string `json:"id"`
-	Size        int    `json:"size"`
+	ID   string `json:"id"`
+	Size int    `json:"size"`
 	// FlushReason is empty, and left out, for a request turned away
 	// before its batch flushed (the upstream budget was spent).
 	FlushReason string `json:"flushReason,omitempty"`
