@@ -1,8 +1,11 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -55,6 +58,7 @@ func answersAndFaults(t *testing.T, k *contract, s *devstack.Stack, tok string) 
 	bigHeaders := map[string]string{"X-Pad-1": pad(3 << 10), "X-Pad-2": pad(3 << 10), "X-Pad-3": pad(3 << 10)}
 	noToken := map[string]string{"Authorization": ""}
 
+	nginxBadRequest(t, k, s.URL)
 	k.run(t, s.URL, "",
 		call{name: "login", method: "POST", path: "/auth/login", header: jsonBody, body: creds, status: 200},
 		call{name: "login with a charset", method: "POST", path: "/auth/login", header: map[string]string{"Content-Type": "application/json; charset=utf-8"}, body: creds, status: 200},
@@ -203,6 +207,35 @@ func throttledAndHung(t *testing.T, k *contract, s *devstack.Stack) {
 	}
 	defer func() { _ = g.Signal(syscall.SIGCONT) }()
 	k.run(t, s.URL, "", call{name: "health: gateway hung", path: "/health", status: 504, byNginx: true})
+}
+
+// nginxBadRequest sends nginx a request it refuses before any service
+// sees it (HTTP/1.1 without Host), over a raw connection since no HTTP
+// client would send it, and checks the 400 against GET /health's.
+func nginxBadRequest(t *testing.T, k *contract, base string) {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", strings.TrimPrefix(base, "http://"), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := conn.Write([]byte("GET /health HTTP/1.1\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest(http.MethodGet, base+"/health", nil)
+	resp, err := http.ReadResponse(bufio.NewReader(conn), req)
+	if err != nil {
+		t.Fatalf("nginx's 400: %v", err)
+	}
+	raw, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest || resp.Header.Get("X-Instance-Id") != "" {
+		t.Errorf("HTTP/1.1 without Host: %d %s (X-Instance-Id %q), want nginx's own 400", resp.StatusCode, raw, resp.Header.Get("X-Instance-Id"))
+	}
+	if _, _, respErr := k.check(req, resp.StatusCode, resp.Header, raw); respErr != nil {
+		t.Errorf("nginx's 400 %s, which the document does not allow: %v", raw, respErr)
+	}
 }
 
 // manyIDs returns n distinct valid coin ids, comma-separated.

@@ -191,7 +191,8 @@ func TestOpenAPIListsEveryStatusOfEveryLayer(t *testing.T) {
 				}
 			}
 			for status, r := range op.Responses {
-				if r.Ref == "" && len(r.Content["application/json"].Schema.Ref)+len(r.Content["application/json"].Schema.OneOf) == 0 {
+				// Answers are JSON, errors always; a 2xx may be a stream.
+				if status[0] != '2' && r.Ref == "" && len(r.Content["application/json"].Schema.Ref)+len(r.Content["application/json"].Schema.OneOf) == 0 {
 					t.Errorf("%s %s has no JSON body schema", name, status)
 				}
 			}
