@@ -427,10 +427,10 @@ type GetPriceParams struct {
 type GetPriceHistoryParams struct {
 	VsCurrency *VsCurrency `form:"vsCurrency,omitempty" json:"vsCurrency,omitempty"`
 
-	// From Inclusive lower bound
+	// From Inclusive lower bound, such as 2026-02-28 or 2026-02-28T03:55:00Z
 	From *ISODateTime `form:"from,omitempty" json:"from,omitempty"`
 
-	// To Inclusive upper bound; not before from (400)
+	// To Inclusive upper bound, not before from (400)
 	To    *ISODateTime `form:"to,omitempty" json:"to,omitempty"`
 	Limit *int         `form:"limit,omitempty" json:"limit,omitempty"`
 	Page  *int         `form:"page,omitempty" json:"page,omitempty"`
