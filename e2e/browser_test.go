@@ -21,11 +21,12 @@ import (
 // a user's browser would not be on localhost either.
 const docsHost = "api.cryptopulse.test"
 
-// Swagger UI's ids for the operations of services/gateway/openapi.json.
+// Swagger UI's ids for the operations of services/gateway/openapi.json:
+// "operations-<tag>-<operationId>".
 const (
-	loginOp   = "#operations-auth-post_auth_login"
-	priceOp   = "#operations-price-get_v1_price__coinId_"
-	historyOp = "#operations-price-get_v1_price__coinId__history"
+	loginOp   = "#operations-auth-postAuthLogin"
+	priceOp   = "#operations-price-getPrice"
+	historyOp = "#operations-price-getPriceHistory"
 )
 
 // The whole Swagger UI journey of a user, in a real browser through nginx:

@@ -74,7 +74,21 @@ type Body struct {
 
 // BodyOf returns the body sent for e.
 func BodyOf(e *Error) Body {
-	return Body{StatusCode: e.Status, Message: e.Message, Error: http.StatusText(e.Status)}
+	return Body{StatusCode: e.Status, Message: e.Message, Error: StatusText(e.Status)}
+}
+
+// MsgTooLarge is the message of every 413, whether a service or nginx
+// (deploy/nginx/nginx.conf) refuses the body, so a client sees one body.
+const MsgTooLarge = "Request body is too large"
+
+// StatusText is the error field's phrase for a status: NestJS's, which
+// names 413 by RFC 9110's "Payload Too Large" where Go keeps the older
+// "Request Entity Too Large"; otherwise Go's.
+func StatusText(status int) string {
+	if status == http.StatusRequestEntityTooLarge {
+		return "Payload Too Large"
+	}
+	return http.StatusText(status)
 }
 
 // Translate turns a service-specific error into an *Error, or returns nil when
@@ -124,12 +138,12 @@ func classify(err error, translate Translate, c *fiber.Ctx) *Error {
 			// with the wrong method the same way, and clients expect that.
 			return New(http.StatusNotFound, "Cannot "+c.Method()+" "+c.Path())
 		case http.StatusRequestEntityTooLarge:
-			return New(fe.Code, "Request body is too large")
+			return New(fe.Code, MsgTooLarge)
 		}
 		if fe.Code >= 400 && fe.Code < 500 {
 			return New(fe.Code, fe.Message)
 		}
-		return New(fe.Code, http.StatusText(fe.Code))
+		return New(fe.Code, StatusText(fe.Code))
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
 		return New(http.StatusGatewayTimeout, "Request timed out")

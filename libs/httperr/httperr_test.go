@@ -12,3 +12,15 @@ func TestDecodeBodyIsStrict(t *testing.T) {
 		}
 	}
 }
+
+// The error field names a status as NestJS does, which differs from Go for 413.
+func TestStatusTextIsNestJS(t *testing.T) {
+	for status, want := range map[int]string{413: "Payload Too Large", 400: "Bad Request", 431: "Request Header Fields Too Large", 503: "Service Unavailable"} {
+		if got := StatusText(status); got != want {
+			t.Errorf("StatusText(%d) = %q, want %q", status, got, want)
+		}
+		if got := BodyOf(New(status, "x")).Error; got != want {
+			t.Errorf("BodyOf(%d).Error = %q, want %q", status, got, want)
+		}
+	}
+}

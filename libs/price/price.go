@@ -150,9 +150,11 @@ const (
 
 // Batch says which batch answered a request.
 type Batch struct {
-	ID          string `json:"id"`
-	Size        int    `json:"size"`
-	FlushReason string `json:"flushReason"`
+	ID   string `json:"id"`
+	Size int    `json:"size"`
+	// FlushReason is empty, and left out, for a request turned away
+	// before its batch flushed (the upstream budget was spent).
+	FlushReason string `json:"flushReason,omitempty"`
 	Fetcher     string `json:"fetcher,omitempty"`
 	Attempt     int    `json:"attempt,omitempty"`
 	// Source is SourceUpstream, SourceSnapshot, SourceStale or SourceFeed.

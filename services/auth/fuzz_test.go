@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"cryptopulse/libs/httperr"
 	"cryptopulse/testkit"
 )
 
@@ -67,7 +68,7 @@ func FuzzLoginBody(f *testing.F) {
 		}
 		if resp.StatusCode != 200 {
 			b := decodeNest(t, raw)
-			if b.StatusCode != resp.StatusCode || b.Error != http.StatusText(resp.StatusCode) {
+			if b.StatusCode != resp.StatusCode || b.Error != httperr.StatusText(resp.StatusCode) {
 				t.Fatalf("status %d with body %s", resp.StatusCode, raw)
 			}
 			switch m := b.Message.(type) {

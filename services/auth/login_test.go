@@ -45,8 +45,9 @@ func TestLogin(t *testing.T) {
 	}
 	malformed := map[string]any{"statusCode": float64(400), "error": "Bad Request",
 		"message": "Malformed JSON body: expected an object with username and password"}
+	notJSON := map[string]any{"statusCode": float64(400), "message": "Content-Type must be application/json", "error": "Bad Request"}
 	invalid := map[string]any{"statusCode": float64(401), "message": "Invalid credentials", "error": "Unauthorized"}
-	tooLarge := map[string]any{"statusCode": float64(413), "message": "Request body is too large", "error": "Request Entity Too Large"}
+	tooLarge := map[string]any{"statusCode": float64(413), "message": "Request body is too large", "error": "Payload Too Large"}
 
 	table := []loginRow{
 		{name: "valid", body: valid, statusCode: http.StatusOK},
@@ -82,8 +83,17 @@ func TestLogin(t *testing.T) {
 		{name: "not an object", body: `["admin","x"]`, statusCode: 400, expResp: malformed},
 		{name: "a string", body: `"admin"`, statusCode: 400, expResp: malformed},
 		{name: "trailing garbage", body: valid + `{}`, statusCode: 400, expResp: malformed},
-		{name: "form encoded", body: `username=admin&password=x`, statusCode: 400, expResp: malformed,
+		{name: "form encoded", body: `username=admin&password=x`, statusCode: 400, expResp: notJSON,
 			header: map[string]string{"Content-Type": "application/x-www-form-urlencoded"}},
+		{name: "JSON sent as text/plain", body: valid, statusCode: 400, expResp: notJSON,
+			header: map[string]string{"Content-Type": "text/plain"}},
+		{name: "JSON sent as another JSON type", body: valid, statusCode: 400, expResp: notJSON,
+			header: map[string]string{"Content-Type": "application/merge-patch+json"}},
+		{name: "JSON with a charset, type in capitals", body: valid, statusCode: http.StatusOK,
+			header: map[string]string{"Content-Type": "Application/JSON; charset=utf-8"}},
+		{name: "empty body as text/plain lists the missing fields", body: " ", statusCode: 400,
+			header:  map[string]string{"Content-Type": "text/plain"},
+			expResp: nest400("username should not be empty", "username must be a string", "password should not be empty", "password must be a string")},
 		{name: "body of exactly 8 KiB", body: padTo(`{"username":"admin","password":"nope"}`, 8<<10), statusCode: 401, expResp: invalid},
 		{name: "body one byte over 8 KiB", body: padTo(`{"username":"admin","password":"nope"}`, 8<<10+1), statusCode: 413, expResp: tooLarge},
 		{name: "body over 8 KiB", body: `{"username":"admin","password":"` + strings.Repeat("p", 9<<10) + `"}`, statusCode: 413, expResp: tooLarge},

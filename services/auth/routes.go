@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
+	"mime"
 	"net/http"
 	"sort"
 
@@ -61,7 +62,7 @@ func handleLogin(d deps) fiber.Handler {
 	wantPass := sha256.Sum256([]byte(d.cfg.AdminPass))
 
 	return func(c *fiber.Ctx) error {
-		body, err := parseLogin(c.Body())
+		body, err := parseLogin(c.Get(fiber.HeaderContentType), c.Body())
 		if err != nil {
 			logins.WithLabelValues("bad_request").Inc()
 			return err
@@ -97,14 +98,23 @@ func handleLogin(d deps) fiber.Handler {
 // maxCredentialLen bounds each field; longer values are junk, not passwords.
 const maxCredentialLen = 256
 
+// msgNotJSON refuses a login body sent as anything but application/json.
+const msgNotJSON = "Content-Type must be application/json"
+
 // parseLogin validates the body as the original's ValidationPipe did
 // (whitelist + forbidNonWhitelisted): every problem is listed at once.
-func parseLogin(raw []byte) (loginBody, error) {
+func parseLogin(contentType string, raw []byte) (loginBody, error) {
 	var fields map[string]json.RawMessage
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	if len(bytes.TrimSpace(raw)) == 0 {
 		return loginBody{}, httperr.Validation("username should not be empty", "username must be a string",
 			"password should not be empty", "password must be a string")
+	}
+	// The original's express.json() parsed application/json only and left
+	// any other body unread, which its validation then refused with a 400;
+	// naming the Content-Type says why.
+	if mt, _, err := mime.ParseMediaType(contentType); err != nil || mt != fiber.MIMEApplicationJSON {
+		return loginBody{}, httperr.New(http.StatusBadRequest, msgNotJSON)
 	}
 	if err := dec.Decode(&fields); err != nil || dec.More() {
 		return loginBody{}, httperr.New(http.StatusBadRequest, "Malformed JSON body: expected an object with username and password")

@@ -244,7 +244,7 @@ func receive(replies <-chan price.Reply, expired <-chan time.Time, timedOut bool
 func failAll(c *fiber.Ctx, body *price.Prices) int {
 	status := mostTellingStatus(body.Errors)
 	body.StatusCode = status
-	body.Error = http.StatusText(status)
+	body.Error = httperr.StatusText(status)
 	alike := true
 	var retry int64
 	for _, e := range body.Errors {
