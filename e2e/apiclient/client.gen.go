@@ -249,8 +249,8 @@ type BatchSource string
 
 // Candle defines model for Candle.
 type Candle struct {
-	// Close The latest price of the bucket
-	Close Decimal `json:"close"`
+	// Close The latest price of the bucket (a Decimal: every digit kept)
+	Close stdjson.Number `json:"close"`
 
 	// Count How many prices the bucket holds
 	Count int `json:"count"`
@@ -258,17 +258,17 @@ type Candle struct {
 	// FirstFetchedAt When the earliest price was fetched
 	FirstFetchedAt time.Time `json:"firstFetchedAt"`
 
-	// High The highest price of the bucket
-	High Decimal `json:"high"`
+	// High The highest price of the bucket (a Decimal: every digit kept)
+	High stdjson.Number `json:"high"`
 
 	// LastFetchedAt When the latest price was fetched
 	LastFetchedAt time.Time `json:"lastFetchedAt"`
 
-	// Low The lowest price of the bucket
-	Low Decimal `json:"low"`
+	// Low The lowest price of the bucket (a Decimal: every digit kept)
+	Low stdjson.Number `json:"low"`
 
-	// Open The earliest price of the bucket
-	Open Decimal `json:"open"`
+	// Open The earliest price of the bucket (a Decimal: every digit kept)
+	Open stdjson.Number `json:"open"`
 
 	// Start The bucket's start; it holds prices fetched in [start, start + interval)
 	Start time.Time `json:"start"`
