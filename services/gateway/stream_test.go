@@ -20,8 +20,8 @@ import (
 	"cryptopulse/libs/httperr"
 	"cryptopulse/libs/price"
 	"cryptopulse/libs/pricefeed"
-	"cryptopulse/tools/sse"
 	"cryptopulse/testkit"
+	"cryptopulse/tools/sse"
 )
 
 // sseClient reads one stream in the background.
