@@ -18,8 +18,9 @@ import (
 // authRoutes are served by the auth service; nginx puts them under the same host.
 var authRoutes = map[string]bool{"POST /auth/login": true}
 
-// undocumented are operational routes kept out of the public document.
-var undocumented = map[string]bool{"GET /metrics": true, "GET /docs-json": true, "GET /docs/*": true}
+// undocumented are operational routes and pages for people (/docs, /live),
+// kept out of the public document.
+var undocumented = map[string]bool{"GET /metrics": true, "GET /docs-json": true, "GET /docs/*": true, "GET /live": true}
 
 // documentedRoutes lists "METHOD /path" for every operation in openapi.json.
 func documentedRoutes(t *testing.T) map[string]bool {
