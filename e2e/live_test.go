@@ -1,0 +1,201 @@
+package e2e
+
+import (
+	"database/sql"
+	"math"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"cryptopulse/tools/devstack"
+)
+
+// liveCoin is the coin the /live test opens and charts.
+const liveCoin = "bitcoin"
+
+// The /live page in headless Chromium through nginx, as a person uses it: a
+// wrong password is told in words, then they log in, pick coins, and the
+// prices that requests on either gateway fetch appear as the stream pushes
+// them (a real EventSource with access_token); the chart draws the coin's
+// stored candles and its last candle follows the pushed prices. Nothing is
+// loaded from outside and the page's CSP blocks nothing it needs.
+// UPDATE_SCREENSHOT=1 saves the page as docs/live.png.
+func TestLivePageShowsPushedPricesInBrowser(t *testing.T) {
+	t.Parallel()
+	began := time.Now()
+	s := startStack(t, devstack.Config{Gateways: 2, Fetchers: 1, Nginx: true, Env: map[string]string{"BATCH_THRESHOLD": "1"}})
+	candles := seedCandles(t, s.DatabaseURL, liveCoin)
+	b := startBrowser(t, docsHost, s.Nginx.Addr)
+	var mu sync.Mutex
+	var blocked []string
+	go func() {
+		for m, err := range chromedp.Console(b.ctx) {
+			if err != nil {
+				return
+			}
+			if m.Source == "security" || strings.Contains(m.Text, "Content Security Policy") {
+				mu.Lock()
+				blocked = append(blocked, m.Text)
+				mu.Unlock()
+			}
+		}
+	}()
+
+	b.do("open /live", 30*time.Second, chromedp.Navigate(b.url("/live")), chromedp.WaitVisible(chromedp.CSS("#username")))
+	if title := b.text("title", "h1", 5*time.Second); !strings.Contains(title, "CryptoPulse") {
+		t.Errorf("/live heading %q", title)
+	}
+
+	b.fill("username", "#username", s.AdminUser)
+	b.fill("password", "#password", s.AdminPass+"-wrong")
+	b.do("log in with a wrong password", 15*time.Second,
+		chromedp.Click(chromedp.CSS("#login-button")),
+		chromedp.WaitVisible(chromedp.CSS("#message.error")))
+	if msg := b.text("login error", "#message", 5*time.Second); msg != "Wrong username or password." {
+		t.Errorf("a wrong password shows %q", msg)
+	}
+
+	b.fill("password", "#password", s.AdminPass)
+	b.do("log in", 15*time.Second,
+		chromedp.Click(chromedp.CSS("#login-button")),
+		chromedp.WaitVisible(chromedp.CSS("#watch-panel")),
+		chromedp.WaitVisible(chromedp.CSS("#status.live")))
+
+	// Pick coins: the stream is reopened for them, and the first is charted.
+	b.fill("coins", "#coins", liveCoin+",ethereum,solana")
+	b.do("watch coins", 20*time.Second,
+		chromedp.Click(chromedp.CSS(`#coins-form button[type="submit"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`#rows tr[data-coin="solana"]`)),
+		chromedp.WaitVisible(chromedp.CSS("#status.live")),
+		chromedp.WaitVisible(chromedp.CSS(`#rows tr[data-coin="`+liveCoin+`"].open`)),
+		chromedp.WaitVisible(chromedp.CSS("#chart g.candle")))
+	if n := b.count("#chart g.candle"); n != candles {
+		t.Errorf("the chart draws %d candles, the stored history has %d", n, candles)
+	}
+
+	// Each price is fetched by a request straight to one gateway, never
+	// through the page; both gateways take a turn, so at least one price
+	// comes from the gateway that does not serve the page's stream.
+	tok := login(t, s)
+	for i, pinned := range []string{"70123.45", "70456.78"} {
+		gw := s.Gateways[i%len(s.Gateways)]
+		simPrice(t, s, liveCoin, pinned)
+		if a := getJSON(gw.URL(), "/v1/price/"+liveCoin, tok); a.Status != http.StatusOK || !strings.Contains(a.Raw, `"price":`+pinned+`,`) {
+			t.Fatalf("price through %s: %d %s", gw.Name, a.Status, a.Raw)
+		}
+		cell := `#rows tr[data-coin="` + liveCoin + `"] td.price[data-price="` + pinned + `"]`
+		b.do("see "+pinned+" pushed from "+gw.Name, 20*time.Second, chromedp.WaitVisible(chromedp.CSS(cell)))
+		shown := b.text("shown price", cell, 5*time.Second)
+		if want := formatUSD(pinned); shown != want+" USD" {
+			t.Errorf("price %s fetched through %s shows as %q, want %q", pinned, gw.Name, shown, want+" USD")
+		}
+	}
+	if chg := b.text("change", `#rows tr[data-coin="`+liveCoin+`"] td.chg`, 5*time.Second); !strings.HasPrefix(chg, "▲") {
+		t.Errorf("70123.45 then 70456.78 shows change %q, want a rise", chg)
+	}
+	// The newest candle follows the pushed price.
+	if last := b.textContent("#chart .last-label"); last != "70,456.78" {
+		t.Errorf("the chart's last price reads %q, want 70,456.78", last)
+	}
+	if n := b.count("#chart g.candle"); n < candles+1 {
+		t.Errorf("the chart draws %d candles after live prices, want the %d stored and the live one", n, candles)
+	}
+	// The other rows fill in as their coins are fetched.
+	for _, coin := range []string{"ethereum", "solana"} {
+		if a := getJSON(s.URL, "/v1/price/"+coin, tok); a.Status != http.StatusOK {
+			t.Fatalf("price of %s: %d %s", coin, a.Status, a.Raw)
+		}
+		b.do("see "+coin, 20*time.Second, chromedp.WaitVisible(chromedp.CSS(`#rows tr[data-coin="`+coin+`"] td.price[data-price]`)))
+	}
+
+	shot := b.screenshotOf("#chart-panel")
+	b.checkExternal()
+	mu.Lock()
+	if len(blocked) > 0 {
+		t.Errorf("the page's Content-Security-Policy blocked something: %s", strings.Join(blocked, "\n"))
+	}
+	mu.Unlock()
+	b.mu.Lock()
+	if len(b.exceptions) > 0 {
+		t.Errorf("JavaScript exceptions on /live: %s", strings.Join(b.exceptions, "\n"))
+	}
+	b.mu.Unlock()
+	if os.Getenv("UPDATE_SCREENSHOT") != "" {
+		if err := os.WriteFile("../docs/live.png", shot, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("screenshot saved to docs/live.png (%d bytes)", len(shot))
+	}
+	t.Logf("/live in Chromium through nginx: wrong password, login, coins, 2 pushed prices, %d stored candles in %s",
+		candles, time.Since(began).Round(time.Millisecond))
+}
+
+// count returns how many elements sel matches.
+func (b *browser) count(sel string) int {
+	b.t.Helper()
+	n, err := chromedp.Run(b.ctx, chromedp.Evaluate[int](`document.querySelectorAll(`+jsString(sel)+`).length`))
+	if err != nil {
+		b.fail("count "+sel, err)
+	}
+	return n
+}
+
+// textContent returns the text of the first element sel matches, SVG
+// elements included (they have no innerText, which chromedp.Text reads).
+func (b *browser) textContent(sel string) string {
+	b.t.Helper()
+	s, err := chromedp.Run(b.ctx, chromedp.Evaluate[string](`document.querySelector(`+jsString(sel)+`)?.textContent ?? ""`))
+	if err != nil {
+		b.fail("text of "+sel, err)
+	}
+	return s
+}
+
+// formatUSD groups the integer digits of a decimal as en-US does.
+func formatUSD(dec string) string {
+	whole, frac, _ := strings.Cut(dec, ".")
+	var out []byte
+	for i := range whole {
+		if i > 0 && (len(whole)-i)%3 == 0 {
+			out = append(out, ',')
+		}
+		out = append(out, whole[i])
+	}
+	return string(out) + "." + frac
+}
+
+// seedCandles stores an hour of prices of coin, a few in each of the twelve
+// 5-minute buckets before the current one (the page's default interval),
+// and returns how many buckets that is.
+func seedCandles(t *testing.T, dbURL, coin string) int {
+	t.Helper()
+	db, err := sql.Open("postgres", dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	// The services migrate the database as they start, in the background.
+	eventually(t, 30*time.Second, "price_records created", func() bool {
+		var exists bool
+		return db.QueryRow(`SELECT to_regclass('price_records') IS NOT NULL`).Scan(&exists) == nil && exists
+	})
+	const buckets, width = 12, 5 * time.Minute
+	now := time.Now().UTC().Truncate(width)
+	for k := range buckets {
+		start := now.Add(-time.Duration(buckets-k) * width)
+		base := 69900 + 30*float64(k) + 60*math.Sin(float64(k))
+		for j, p := range []float64{base, base + 60*math.Cos(float64(k)*2.3) + 30, base + 40*math.Sin(float64(k)*3.1), base + 25*math.Cos(float64(k))} {
+			at := start.Add(time.Duration(30+60*j) * time.Second)
+			if _, err := db.Exec(`INSERT INTO price_records (coin_id, vs_currency, price, fetched_at) VALUES ($1, 'usd', $2, $3)`,
+				coin, math.Round(p*100)/100, at); err != nil {
+				t.Fatalf("seed history: %v", err)
+			}
+		}
+	}
+	return buckets
+}
