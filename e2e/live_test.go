@@ -1,10 +1,12 @@
 package e2e
 
 import (
+	"context"
 	"database/sql"
 	"math"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -19,16 +21,22 @@ import (
 const liveCoin = "bitcoin"
 
 // The /live page in headless Chromium through nginx, as a person uses it: a
-// wrong password is told in words, then they log in, pick coins, and the
-// prices that requests on either gateway fetch appear as the stream pushes
-// them (a real EventSource with access_token); the chart draws the coin's
-// stored candles and its last candle follows the pushed prices. Nothing is
-// loaded from outside and the page's CSP blocks nothing it needs.
-// UPDATE_SCREENSHOT=1 saves the page as docs/live.png.
+// wrong password is told in words; they log in while their other streams
+// fill the per-user cap, are told so, and the page connects by itself once
+// those close; they pick coins, and the prices that requests on either
+// gateway fetch appear as the stream pushes them (a real EventSource with
+// access_token); the chart draws the coin's stored candles and its last
+// candle follows the pushed prices. When the gateway serving the page stops,
+// the page says so, reconnects through nginx to the other and shows the
+// price fetched meanwhile. Nothing is loaded from outside and the page's CSP
+// blocks nothing it needs. UPDATE_SCREENSHOT=1 saves the page as
+// docs/live.png.
 func TestLivePageShowsPushedPricesInBrowser(t *testing.T) {
 	t.Parallel()
 	began := time.Now()
-	s := startStack(t, devstack.Config{Gateways: 2, Fetchers: 1, Nginx: true, Env: map[string]string{"BATCH_THRESHOLD": "1"}})
+	// A 1 s heartbeat: a closed stream gives its slot back within a second.
+	s := startStack(t, devstack.Config{Gateways: 2, Fetchers: 1, Nginx: true,
+		Env: map[string]string{"BATCH_THRESHOLD": "1", "STREAM_HEARTBEAT_MS": "1000"}})
 	candles := seedCandles(t, s.DatabaseURL, liveCoin)
 	b := startBrowser(t, docsHost, s.Nginx.Addr)
 	var mu sync.Mutex
@@ -60,11 +68,32 @@ func TestLivePageShowsPushedPricesInBrowser(t *testing.T) {
 		t.Errorf("a wrong password shows %q", msg)
 	}
 
+	// The user's other streams hold every slot (STREAMS_PER_USER, 5).
+	tok := login(t, s)
+	others, closeOthers := context.WithCancel(context.Background())
+	defer closeOthers()
+	for i := range 5 {
+		req, _ := http.NewRequestWithContext(others, http.MethodGet, s.URL+"/v1/prices/stream?ids=cardano", nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("stream %d of the user's 5: %v %v", i+1, err, resp)
+		}
+		defer resp.Body.Close()
+	}
+	b.watchMessages()
 	b.fill("password", "#password", s.AdminPass)
 	b.do("log in", 15*time.Second,
 		chromedp.Click(chromedp.CSS("#login-button")),
 		chromedp.WaitVisible(chromedp.CSS("#watch-panel")),
-		chromedp.WaitVisible(chromedp.CSS("#status.live")))
+		chromedp.WaitVisible(chromedp.CSS("#status.down")),
+		chromedp.WaitVisible(chromedp.CSS("#message.error")))
+	full := b.text("stream cap message", "#message", 5*time.Second)
+	if !strings.HasPrefix(full, "Opening the live feed: Too many open streams: at most 5 per user; close one first. Retrying in ") {
+		t.Errorf("a full stream cap shows %q", full)
+	}
+	closeOthers()
+	b.do("connect once the other streams closed", 20*time.Second, chromedp.WaitVisible(chromedp.CSS("#status.live")))
 
 	// Pick coins: the stream is reopened for them, and the first is charted.
 	b.fill("coins", "#coins", liveCoin+",ethereum,solana")
@@ -81,7 +110,6 @@ func TestLivePageShowsPushedPricesInBrowser(t *testing.T) {
 	// Each price is fetched by a request straight to one gateway, never
 	// through the page; both gateways take a turn, so at least one price
 	// comes from the gateway that does not serve the page's stream.
-	tok := login(t, s)
 	for i, pinned := range []string{"70123.45", "70456.78"} {
 		gw := s.Gateways[i%len(s.Gateways)]
 		simPrice(t, s, liveCoin, pinned)
@@ -114,6 +142,41 @@ func TestLivePageShowsPushedPricesInBrowser(t *testing.T) {
 	}
 
 	shot := b.screenshotOf("#chart-panel")
+
+	// The gateway serving the page stops: its stream ends with a reconnect
+	// hint, and the page comes back through nginx on the other gateway with
+	// its Last-Event-ID, catching up on a price fetched meanwhile.
+	var serving, other *devstack.Proc
+	eventually(t, 10*time.Second, "one stream open, the page's", func() bool {
+		serving, other = nil, nil
+		for _, g := range s.Gateways {
+			switch metric(g.URL()+"/metrics", "gateway_streams_open") {
+			case 1:
+				serving = g
+			case 0:
+				other = g
+			}
+		}
+		return serving != nil && other != nil
+	})
+	before := len(b.messages())
+	if err := serving.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	simPrice(t, s, liveCoin, "70999.99")
+	if a := getJSON(other.URL(), "/v1/price/"+liveCoin, tok); a.Status != http.StatusOK {
+		t.Fatalf("price through %s: %d %s", other.Name, a.Status, a.Raw)
+	}
+	b.do("see the price fetched while "+serving.Name+" stopped", 20*time.Second,
+		chromedp.WaitVisible(chromedp.CSS(`#rows tr[data-coin="`+liveCoin+`"] td.price[data-price="70999.99"]`)),
+		chromedp.WaitVisible(chromedp.CSS("#status.live")))
+	said := b.messages()[before:]
+	if want := []string{
+		"The server answering this page is restarting; reconnecting to another one. No price will be missed.",
+		"Reconnected. Prices sent while the connection was down have been caught up.",
+	}; !slices.Equal(said, want) {
+		t.Errorf("while %s stopped the page said %q, want %q", serving.Name, said, want)
+	}
 	b.checkExternal()
 	mu.Lock()
 	if len(blocked) > 0 {
@@ -133,6 +196,28 @@ func TestLivePageShowsPushedPricesInBrowser(t *testing.T) {
 	}
 	t.Logf("/live in Chromium through nginx: wrong password, login, coins, 2 pushed prices, %d stored candles in %s",
 		candles, time.Since(began).Round(time.Millisecond))
+}
+
+// watchMessages records every text the page's #message shows, however
+// briefly, for messages.
+func (b *browser) watchMessages() {
+	b.t.Helper()
+	b.do("watch #message", 5*time.Second, chromedp.Evaluate[chromedp.Void](`(() => {
+		const m = document.getElementById("message");
+		window.cpSaid = [];
+		new MutationObserver(() => { if (m.textContent) window.cpSaid.push(m.textContent); })
+			.observe(m, {childList: true, characterData: true, subtree: true});
+	})()`))
+}
+
+// messages returns what #message showed since watchMessages.
+func (b *browser) messages() []string {
+	b.t.Helper()
+	said, err := chromedp.Run(b.ctx, chromedp.Evaluate[[]string](`window.cpSaid`))
+	if err != nil {
+		b.fail("read #message history", err)
+	}
+	return said
 }
 
 // count returns how many elements sel matches.
