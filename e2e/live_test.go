@@ -24,8 +24,8 @@ const liveCoin = "bitcoin"
 // wrong password is told in words; they log in while their other streams
 // fill the per-user cap, are told so, and the page connects by itself once
 // those close; they pick coins, and the prices that requests on either
-// gateway fetch appear as the stream pushes them (a real EventSource with
-// access_token); the chart draws the coin's stored candles and its last
+// gateway (or the page's own Fetch now) fetch appear as the stream pushes
+// them (a real EventSource with access_token); the chart draws the coin's stored candles and its last
 // candle follows the pushed prices. When the gateway serving the page stops,
 // the page says so, reconnects through nginx to the other and shows the
 // price fetched meanwhile. Nothing is loaded from outside and the page's CSP
@@ -133,13 +133,16 @@ func TestLivePageShowsPushedPricesInBrowser(t *testing.T) {
 	if n := b.count("#chart g.candle"); n < candles+1 {
 		t.Errorf("the chart draws %d candles after live prices, want the %d stored and the live one", n, candles)
 	}
-	// The other rows fill in as their coins are fetched.
-	for _, coin := range []string{"ethereum", "solana"} {
-		if a := getJSON(s.URL, "/v1/price/"+coin, tok); a.Status != http.StatusOK {
-			t.Fatalf("price of %s: %d %s", coin, a.Status, a.Raw)
-		}
-		b.do("see "+coin, 20*time.Second, chromedp.WaitVisible(chromedp.CSS(`#rows tr[data-coin="`+coin+`"] td.price[data-price]`)))
+	// The other rows fill in as their coins are fetched: by anyone's
+	// request, or by the row's own button, whose answer comes over the
+	// stream too.
+	if a := getJSON(s.URL, "/v1/price/ethereum", tok); a.Status != http.StatusOK {
+		t.Fatalf("price of ethereum: %d %s", a.Status, a.Raw)
 	}
+	b.do("see ethereum", 20*time.Second, chromedp.WaitVisible(chromedp.CSS(`#rows tr[data-coin="ethereum"] td.price[data-price]`)))
+	b.do("fetch solana from the page", 20*time.Second,
+		chromedp.Click(chromedp.CSS(`#rows tr[data-coin="solana"] button.quiet`)),
+		chromedp.WaitVisible(chromedp.CSS(`#rows tr[data-coin="solana"] td.price[data-price]`)))
 
 	shot := b.screenshotOf("#chart-panel")
 
