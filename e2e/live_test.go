@@ -197,8 +197,8 @@ func TestLivePageShowsPushedPricesInBrowser(t *testing.T) {
 		}
 		t.Logf("screenshot saved to docs/live.png (%d bytes)", len(shot))
 	}
-	t.Logf("/live in Chromium through nginx: wrong password, login, coins, 2 pushed prices, %d stored candles in %s",
-		candles, time.Since(began).Round(time.Millisecond))
+	t.Logf("/live in Chromium through nginx: wrong password, full stream cap, login, coins, 2 pushed prices, Fetch now, "+
+		"%d stored candles, %s stopped and resumed on %s, in %s", candles, serving.Name, other.Name, time.Since(began).Round(time.Millisecond))
 }
 
 // watchMessages records every text the page's #message shows, however
