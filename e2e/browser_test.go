@@ -222,7 +222,7 @@ func (b *browser) checkExternal() {
 	}
 	sort.Strings(hosts)
 	if len(hosts) > 0 {
-		b.t.Errorf("/docs asked for something outside the stack (the machine has no internet): %s", strings.Join(hosts, "; "))
+		b.t.Errorf("the page asked for something outside the stack (the machine has no internet): %s", strings.Join(hosts, "; "))
 	}
 }
 

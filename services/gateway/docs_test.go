@@ -25,8 +25,9 @@ import (
 // to the document's operations under it.
 const authPrefix = "/auth/"
 
-// undocumented are operational routes kept out of the public document.
-var undocumented = map[string]bool{"GET /metrics": true, "GET /docs-json": true, "GET /docs/*": true}
+// undocumented are operational routes and pages for people (/docs, /live),
+// kept out of the public document.
+var undocumented = map[string]bool{"GET /metrics": true, "GET /docs-json": true, "GET /docs/*": true, "GET /live": true}
 
 // apiDoc is what these tests read of openapi.json.
 type apiDoc struct {

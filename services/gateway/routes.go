@@ -21,8 +21,9 @@ import (
 )
 
 // The gateway's routes, one file each: price.go (one coin), prices.go (many
-// coins), history.go, docs.go; access.go holds the authentication and the
-// throttle they share, query.go the query checks.
+// coins), history.go, candles.go, stream.go, docs.go, live.go (the /live
+// page); access.go holds the authentication and the throttle they share,
+// query.go the query checks.
 
 type deps struct {
 	log      *zap.Logger
@@ -61,6 +62,7 @@ func routes(app *fiber.App, d deps) {
 	)
 	web.Metrics(app, d.registry)
 	docs(app)
+	live(app)
 	// Each route names its authentication rather than sharing a group: a
 	// group's middleware matches by prefix, so "/v1/price" would also claim
 	// "/v1/prices" and verify its token twice.

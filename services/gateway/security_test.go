@@ -371,6 +371,7 @@ func TestResponseHeaders(t *testing.T) {
 	}{
 		{"health", "/health", 200},
 		{"docs-json", "/docs-json", 200},
+		{"live page", "/live", 200},
 		{"metrics", "/metrics", 200},
 		{"401", "/v1/price/bitcoin", 401},
 		{"unknown route", "/x", 404},
