@@ -18,21 +18,27 @@ import (
 // fetcher died, or the call failed). A coin is due when its newest price
 // (any fetch: a batch's or a refresh) is older than the age asked for.
 
-// luaRefreshClaims is shared by both claims: claim_due claims, for owner,
+// luaRefreshClaims is shared by both claims. claim_due claims, for owner,
 // up to max watched coins whose newest price is at least min_age old,
-// skipping the members in skip. It returns the claimed members.
+// skipping the members in skip, and returns them; any_due says whether a
+// coin not claimed by anyone is at least min_age old.
 var luaRefreshClaims = `
+local function age(m)
+  return now - tonumber(redis.call('HGET', LAST_PREFIX .. m, 'fetched_ms') or '0')
+end
+local function any_due(watch_set, min_age)
+  for _, m in ipairs(redis.call('ZRANGE', watch_set, 0, -1)) do
+    if age(m) >= min_age and redis.call('EXISTS', CLAIM_PREFIX .. m) == 0 then return true end
+  end
+  return false
+end
 local function claim_due(watch_set, owner, min_age, lease, max, skip)
-  redis.call('ZREMRANGEBYSCORE', watch_set, '-inf', now)
   local out = {}
   if max <= 0 then return out end
   for _, m in ipairs(redis.call('ZRANGE', watch_set, 0, -1)) do
-    if not skip[m] then
-      local fetched = tonumber(redis.call('HGET', LAST_PREFIX .. m, 'fetched_ms') or '0')
-      if now - fetched >= min_age and redis.call('SET', CLAIM_PREFIX .. m, owner, 'NX', 'PX', lease) then
-        table.insert(out, m)
-        if #out >= max then break end
-      end
+    if not skip[m] and age(m) >= min_age and redis.call('SET', CLAIM_PREFIX .. m, owner, 'NX', 'PX', lease) then
+      table.insert(out, m)
+      if #out >= max then break end
     end
   end
   return out
@@ -45,6 +51,7 @@ end
 var rideAlong = redis.NewScript(luaNames + luaNow + luaRefreshClaims + `
 local skip = {}
 for i = 5, #ARGV do skip[ARGV[i]] = true end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 return {now, claim_due(KEYS[1], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), skip)}
 `)
 
@@ -52,17 +59,22 @@ return {now, claim_due(KEYS[1], ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), t
 // spare budget: when no request batch is open, due, waiting or in flight
 // (it would need the slot, and a refresh rides along on its call instead),
 // when CoinGecko asked for no cooldown, and when the budget is full (every
-// burst slot free). It spends the slot atomically with the claim.
-// KEYS: watch set, due zset, cooldown, budget. ARGV: owner, min age ms,
-// lease ms, max, interval ms, tolerance ms. Returns {now, members}; none
-// when the budget is not spare.
+// burst slot free). Once one coin is due, the call also takes the coins old
+// enough to ride along, so that coins watched at different times come due
+// together after one period and share calls. It spends the slot
+// atomically with the claim.
+// KEYS: watch set, due zset, cooldown, budget. ARGV: owner, due age ms,
+// ride age ms, lease ms, max, interval ms. Returns {now, members}; none
+// when nothing is due or the budget is not spare.
 var ownCall = redis.NewScript(luaNames + luaNow + luaSlot + luaRefreshClaims + `
 local watch_set, due_set, cooldown, budget = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local interval, tolerance = tonumber(ARGV[5]), tonumber(ARGV[6])
-if redis.call('ZCARD', due_set) > 0 or slot_at(cooldown, budget, interval, 0) > now then
+local owner, due_age, ride_age, lease, max = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local interval = tonumber(ARGV[6])
+redis.call('ZREMRANGEBYSCORE', watch_set, '-inf', now)
+if redis.call('ZCARD', due_set) > 0 or slot_at(cooldown, budget, interval, 0) > now or not any_due(watch_set, due_age) then
   return {now, {}}
 end
-local out = claim_due(watch_set, ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), {})
+local out = claim_due(watch_set, owner, ride_age, lease, max, {})
 if #out > 0 then take_slot(budget, interval) end
 return {now, out}
 `)
@@ -116,14 +128,14 @@ func (s *Store) RideAlong(ctx context.Context, owner string, minAge, lease time.
 	return refreshClaim("ride along", rideAlong.Run(ctx, s.rdb, []string{price.WatchKey}, append(args, toAny(carried)...)...))
 }
 
-// OwnCall claims for owner, for lease, up to max watched coins whose
-// newest price is at least minAge old, for a call of their own, and spends
-// its upstream slot; it claims nothing unless the budget is spare (see
-// ownCall).
-func (s *Store) OwnCall(ctx context.Context, owner string, minAge, lease time.Duration, max int) (RefreshClaim, error) {
-	interval, tolerance := s.set.Budget.gcra()
+// OwnCall claims for owner, for lease, once a watched coin's newest price
+// is dueAge old, up to max watched coins at least rideAge old, for a call
+// of their own, and spends its upstream slot; it claims nothing unless the
+// budget is spare (see ownCall).
+func (s *Store) OwnCall(ctx context.Context, owner string, dueAge, rideAge, lease time.Duration, max int) (RefreshClaim, error) {
+	interval, _ := s.set.Budget.gcra()
 	return refreshClaim("refresh call", ownCall.Run(ctx, s.rdb, []string{price.WatchKey, price.DueKey, price.CooldownKey, price.BudgetKey},
-		owner, minAge.Milliseconds(), lease.Milliseconds(), max, interval, tolerance))
+		owner, dueAge.Milliseconds(), rideAge.Milliseconds(), lease.Milliseconds(), max, interval))
 }
 
 func refreshClaim(what string, cmd *redis.Cmd) (RefreshClaim, error) {

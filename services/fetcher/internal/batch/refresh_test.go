@@ -72,7 +72,7 @@ func TestOwnRefreshCallTakesOnlySpareBudget(t *testing.T) {
 	if _, err := s.Enqueue(ctx, entry, r); err != nil {
 		t.Fatal(err)
 	}
-	if cl, err := s.OwnCall(ctx, "a", time.Second, time.Minute, 10); err != nil || len(cl.Coins) != 0 {
+	if cl, err := s.OwnCall(ctx, "a", time.Second, time.Second, time.Minute, 10); err != nil || len(cl.Coins) != 0 {
 		t.Fatalf("own call while a batch waits to be due: %v %v", members(cl), err)
 	}
 	time.Sleep(settings.Window)
@@ -80,14 +80,14 @@ func TestOwnRefreshCallTakesOnlySpareBudget(t *testing.T) {
 	if err != nil || len(claim.Batches) != 1 {
 		t.Fatalf("claim %+v %v", claim, err)
 	}
-	if cl, err := s.OwnCall(ctx, "a", time.Second, time.Minute, 10); err != nil || len(cl.Coins) != 0 {
+	if cl, err := s.OwnCall(ctx, "a", time.Second, time.Second, time.Minute, 10); err != nil || len(cl.Coins) != 0 {
 		t.Fatalf("own call while a batch is being fetched: %v %v", members(cl), err)
 	}
 	if _, err := s.Complete(ctx, "a", claim.Batches[0].ID, []byte(`{}`), nil); err != nil {
 		t.Fatal(err)
 	}
 	// No batch left, but one of the two slots is spent: not spare.
-	if cl, err := s.OwnCall(ctx, "a", time.Second, time.Minute, 10); err != nil || len(cl.Coins) != 0 {
+	if cl, err := s.OwnCall(ctx, "a", time.Second, time.Second, time.Minute, 10); err != nil || len(cl.Coins) != 0 {
 		t.Fatalf("own call with the budget not full: %v %v", members(cl), err)
 	}
 	if n, _ := s.Remaining(ctx); n != 1 {
@@ -97,10 +97,53 @@ func TestOwnRefreshCallTakesOnlySpareBudget(t *testing.T) {
 	if err := rdb.Del(ctx, price.BudgetKey).Err(); err != nil {
 		t.Fatal(err)
 	}
-	if cl, err := s.OwnCall(ctx, "a", time.Second, time.Minute, 10); err != nil || len(cl.Coins) != 1 {
+	if cl, err := s.OwnCall(ctx, "a", time.Second, time.Second, time.Minute, 10); err != nil || len(cl.Coins) != 1 {
 		t.Fatalf("own call from a full budget: %v %v", members(cl), err)
 	}
 	if n, _ := s.Remaining(ctx); n != 1 {
 		t.Errorf("remaining %d after the refresh's call, want 1", n)
 	}
+}
+
+// Once one coin is due, its own call also takes the coins old enough to
+// ride along: coins watched at different times then share calls.
+func TestOwnRefreshCallTakesAlongCoinsDueSoon(t *testing.T) {
+	s, rdb := newStore(t, settings)
+	ctx := context.Background()
+	now, err := rdb.Time(ctx).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.HSet(ctx, price.LastPriceKey("bitcoin", "usd"), "price", "1", "fetched_ms", now.Add(-700*time.Millisecond).UnixMilli()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := watchlist.Register(ctx, rdb, time.Hour, "bitcoin:usd"); err != nil {
+		t.Fatal(err)
+	}
+	if cl, err := s.OwnCall(ctx, "a", time.Second, 500*time.Millisecond, time.Minute, 10); err != nil || len(cl.Coins) != 0 {
+		t.Fatalf("nothing due yet, yet the call claimed %v %v", members(cl), err)
+	}
+	if _, err := watchlist.Register(ctx, rdb, time.Hour, "solana:usd"); err != nil {
+		t.Fatal(err)
+	}
+	cl, err := s.OwnCall(ctx, "a", time.Second, 500*time.Millisecond, time.Minute, 10)
+	if got := members(cl); err != nil || !sameSet(got, "bitcoin:usd", "solana:usd") {
+		t.Errorf("solana due, bitcoin due soon: claimed %v %v, want both", got, err)
+	}
+}
+
+func sameSet(got []string, want ...string) bool {
+	if len(got) != len(want) {
+		return false
+	}
+	seen := map[string]bool{}
+	for _, g := range got {
+		seen[g] = true
+	}
+	for _, w := range want {
+		if !seen[w] {
+			return false
+		}
+	}
+	return true
 }

@@ -37,9 +37,9 @@ type refresher struct {
 }
 
 // A coin is refreshed on its own call once its price is older than
-// period - lead; a flush takes it along from period - 2 lead on. The lead
-// leaves time for a spare slot and the call itself, so that the new price
-// lands within the period.
+// period - lead; a flush, or another coin's own call, takes it along from
+// period - 2 lead on. The lead leaves time for a spare slot and the call
+// itself, so that the new price lands within the period.
 func (r *refresher) lead() time.Duration { return r.period / 5 }
 
 // tick is how often the refresher looks for due coins: at least twice a
@@ -91,7 +91,7 @@ func (r *refresher) run(ctx context.Context) {
 // own makes one call for due watched coins if the budget is spare, and
 // reports whether it did (more may be due).
 func (r *refresher) own(ctx context.Context) bool {
-	cl, err := r.store.OwnCall(ctx, r.name, r.period-r.lead(), r.lease, r.maxCoins)
+	cl, err := r.store.OwnCall(ctx, r.name, r.period-r.lead(), r.period-2*r.lead(), r.lease, r.maxCoins)
 	if err != nil {
 		if ctx.Err() == nil {
 			r.log.Warn("claiming watched coins for a refresh failed", zap.Error(err))
