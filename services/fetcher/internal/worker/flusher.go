@@ -97,7 +97,10 @@ func NewFlusher(cfg FlusherConfig, rdb *redis.Client, store *batch.Store, up Ups
 		}
 		f.refresh = &refresher{
 			name: cfg.Name, store: store, call: f.call, rdb: rdb, log: log, period: cfg.Refresh, watch: watch,
-			maxCoins: cfg.MaxBatches, feedMaxLen: feedMaxLen, coins: refreshed,
+			// Refreshes fill a call up to CoinGecko's id cap, not just to
+			// BATCH_MAX_COINS, which bounds the batches one claim takes:
+			// with every request coin waiting, watched coins still ride.
+			maxCoins: maxCoinsPerCall, feedMaxLen: feedMaxLen, coins: refreshed,
 			// A claim outlives the longest flush; it runs out only when
 			// its fetcher died or the call failed.
 			lease: time.Duration(cfg.MaxAttempts)*cfg.CallTimeout + 5*time.Second,
