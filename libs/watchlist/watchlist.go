@@ -20,6 +20,10 @@ import (
 	"cryptopulse/libs/price"
 )
 
+// TTL is how long a registration lasts unless renewed; owners renew theirs
+// every third of it, so one lost renewal drops nothing.
+const TTL = 30 * time.Second
+
 // Coin is a watched coin in one currency.
 type Coin struct {
 	ID       string

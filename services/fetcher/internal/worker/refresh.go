@@ -46,10 +46,6 @@ func (r *refresher) lead() time.Duration { return r.period / 5 }
 // lead, so a coin does not wait past its lead for the look.
 func (r *refresher) tick() time.Duration { return min(time.Second, r.lead()/2) }
 
-// registration is how long a WATCH_COINS registration lasts; the refresher
-// renews it every third of that.
-const registration = 30 * time.Second
-
 // ride claims the watched coins due soon that fit in a call carrying
 // carried ("<coin>:<currency>" of its batches) over coins distinct ids.
 func (r *refresher) ride(ctx context.Context, carried []string, coins int) batch.RefreshClaim {
@@ -71,8 +67,8 @@ func (r *refresher) run(ctx context.Context) {
 	defer t.Stop()
 	var registered time.Time
 	for {
-		if len(r.watch) > 0 && time.Since(registered) > registration/3 {
-			if _, err := watchlist.Register(ctx, r.rdb, registration, r.watch...); err != nil {
+		if len(r.watch) > 0 && time.Since(registered) > watchlist.TTL/3 {
+			if _, err := watchlist.Register(ctx, r.rdb, watchlist.TTL, r.watch...); err != nil {
 				r.log.Warn("registering WATCH_COINS failed", zap.Error(err))
 			} else {
 				registered = time.Now()

@@ -13,14 +13,11 @@ import (
 
 // The coins a gateway's clients stream are watched coins: the fetchers keep
 // their prices fresh (WATCH_REFRESH_MS). The hub registers them for
-// WatchTTL and renews the registration while a stream follows them, so the
-// coins of a stopped or killed gateway drop out by themselves.
-const (
-	// WatchTTL is how long a registration lasts without renewal.
-	WatchTTL = 30 * time.Second
-	// watchLook is how soon a newly streamed coin is registered.
-	watchLook = time.Second
-)
+// watchlist.TTL and renews the registration while a stream follows them,
+// so the coins of a stopped or killed gateway drop out by themselves.
+
+// watchLook is how soon a newly streamed coin is registered.
+const watchLook = time.Second
 
 // streamed returns the keys ("<coin>:<currency>", the watch set's members)
 // some stream follows, sorted.
@@ -36,7 +33,7 @@ func (h *Hub) streamed() []string {
 }
 
 // Watch registers the streamed coins as watched until ctx is done: at once
-// when the set changes, else every third of WatchTTL. Redis work does not
+// when the set changes, else every third of watchlist.TTL. Redis work does not
 // grow with the number of streams, only with the number of coins.
 func (h *Hub) Watch(ctx context.Context, rdb redis.Scripter, log *zap.Logger) {
 	t := time.NewTicker(watchLook)
@@ -45,8 +42,8 @@ func (h *Hub) Watch(ctx context.Context, rdb redis.Scripter, log *zap.Logger) {
 	var at time.Time
 	for {
 		keys := h.streamed()
-		if len(keys) > 0 && (!slices.Equal(keys, last) || time.Since(at) >= WatchTTL/3) {
-			if _, err := watchlist.Register(ctx, rdb, WatchTTL, keys...); err != nil {
+		if len(keys) > 0 && (!slices.Equal(keys, last) || time.Since(at) >= watchlist.TTL/3) {
+			if _, err := watchlist.Register(ctx, rdb, watchlist.TTL, keys...); err != nil {
 				if ctx.Err() == nil {
 					log.Warn("registering the streamed coins as watched failed", zap.Error(err))
 				}

@@ -8,11 +8,12 @@ import (
 	"go.uber.org/zap"
 
 	"cryptopulse/libs/price"
+	"cryptopulse/libs/watchlist"
 	"cryptopulse/testkit"
 )
 
 // A gateway's streamed coins show up in the watch set, scored by an expiry
-// on the Redis clock about WatchTTL ahead, as soon as a stream follows them.
+// on the Redis clock about watchlist.TTL ahead, as soon as a stream follows them.
 func TestStreamedCoinsAreRegisteredAsWatched(t *testing.T) {
 	rdb := testkit.StartRedis(t).Client(t)
 	h := NewHub(rdb, Config{}, zap.NewNop())
@@ -39,8 +40,8 @@ func TestStreamedCoinsAreRegisteredAsWatched(t *testing.T) {
 	}
 	for _, m := range []string{"bitcoin:usd", "ethereum:eur"} {
 		exp := time.UnixMilli(int64(rdb.ZScore(ctx, price.WatchKey, m).Val()))
-		if left := exp.Sub(now); left <= WatchTTL-10*time.Second || left > WatchTTL {
-			t.Errorf("%s registered until %s, %s after Redis now; want about %s", m, exp, left, WatchTTL)
+		if left := exp.Sub(now); left <= watchlist.TTL-10*time.Second || left > watchlist.TTL {
+			t.Errorf("%s registered until %s, %s after Redis now; want about %s", m, exp, left, watchlist.TTL)
 		}
 	}
 }
