@@ -137,8 +137,9 @@ func (r *refresher) deliver(ctx context.Context, cl batch.RefreshClaim, q coinge
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), feedTimeout)
 	defer cancel()
 	if err := r.store.Refreshed(ctx, r.name, recs, missing, r.period); err != nil {
+		// A timeout may hide a script that ran: the coins then look fresh
+		// for a period, and the feed must have their prices all the same.
 		r.log.Warn("recording refreshed prices failed", zap.Error(err))
-		return
 	}
 	if err := pricefeed.Append(ctx, r.rdb, r.feedMaxLen, ups...); err != nil {
 		r.log.Warn("appending refreshed prices to the feed failed", zap.Error(err))
