@@ -35,7 +35,7 @@ func TestWatchRefreshDefaultsToTheUpstreamCacheWindow(t *testing.T) {
 		}
 	}
 	c, err := load(t, map[string]string{"WATCH_COINS": "bitcoin, ethereum:eur"})
-	if want := []watchlist.Coin{{"bitcoin", "usd"}, {"ethereum", "eur"}}; err != nil || !reflect.DeepEqual(c.WatchCoins, want) {
+	if want := []watchlist.Coin{{ID: "bitcoin", Currency: "usd"}, {ID: "ethereum", Currency: "eur"}}; err != nil || !reflect.DeepEqual(c.WatchCoins, want) {
 		t.Errorf("WATCH_COINS: %v %v, want %v", c.WatchCoins, err, want)
 	}
 }
