@@ -130,6 +130,11 @@ func TestStreamCarriesAPriceFetchedThroughAnotherGateway(t *testing.T) {
 			if err := json.Unmarshal([]byte(ev.Data), &a); err != nil {
 				t.Fatal(err)
 			}
+			if a.Batch.Source == price.SourceRefresh {
+				// The streamed coin is watched: a fetcher may refresh it
+				// before the request's fetch (docs/watching.md).
+				continue
+			}
 			if a != want {
 				t.Fatalf("stream on %s carried %s, the request on %s got %s", streamGW, ev.Data, other.Name, got.Raw)
 			}

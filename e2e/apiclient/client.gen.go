@@ -21,6 +21,7 @@ import (
 
 // Defines values for BatchFlushReason.
 const (
+	BatchFlushReasonRefresh   BatchFlushReason = "refresh"
 	BatchFlushReasonThreshold BatchFlushReason = "threshold"
 	BatchFlushReasonWindow    BatchFlushReason = "window"
 )
@@ -28,6 +29,8 @@ const (
 // Valid indicates whether the value is a known member of the BatchFlushReason enum.
 func (e BatchFlushReason) Valid() bool {
 	switch e {
+	case BatchFlushReasonRefresh:
+		return true
 	case BatchFlushReasonThreshold:
 		return true
 	case BatchFlushReasonWindow:
@@ -41,6 +44,7 @@ func (e BatchFlushReason) Valid() bool {
 const (
 	BatchSourceCoingecko BatchSource = "coingecko"
 	BatchSourceFeed      BatchSource = "feed"
+	BatchSourceRefresh   BatchSource = "refresh"
 	BatchSourceSnapshot  BatchSource = "snapshot"
 	BatchSourceStale     BatchSource = "stale"
 )
@@ -51,6 +55,8 @@ func (e BatchSource) Valid() bool {
 	case BatchSourceCoingecko:
 		return true
 	case BatchSourceFeed:
+		return true
+	case BatchSourceRefresh:
 		return true
 	case BatchSourceSnapshot:
 		return true
@@ -231,20 +237,24 @@ func (e GetPriceCandlesParamsInterval) Valid() bool {
 
 // Batch The batch that answered a price
 type Batch struct {
-	Attempt     int              `json:"attempt"`
-	Fetcher     string           `json:"fetcher"`
+	Attempt int    `json:"attempt"`
+	Fetcher string `json:"fetcher"`
+
+	// FlushReason refresh: a watched coin's refresh, which no request waited for (only on the stream and in hot reads)
 	FlushReason BatchFlushReason `json:"flushReason"`
 	Id          string           `json:"id"`
-	Size        int              `json:"size"`
 
-	// Source coingecko: fetched for this batch; snapshot: a price fetched less than PRICE_MAX_AGE_MS ago, reused; stale: the newest stored price, because CoinGecko failed; feed: no batch at all, the gateway's own copy of the newest price on the update feed, younger than its PRICE_MAX_AGE_MS (the other fields name the batch that fetched it)
+	// Size 0 on a watched coin's refresh, which no request waited for
+	Size int `json:"size"`
+
+	// Source coingecko: fetched for this batch; refresh: fetched to keep a watched coin fresh, for no request (stream events and hot reads only); snapshot: a price fetched less than PRICE_MAX_AGE_MS ago, reused; stale: the newest stored price, because CoinGecko failed; feed: no batch at all, the gateway's own copy of the newest price on the update feed, younger than its PRICE_MAX_AGE_MS (the other fields name the batch that fetched it)
 	Source BatchSource `json:"source"`
 }
 
-// BatchFlushReason defines model for Batch.FlushReason.
+// BatchFlushReason refresh: a watched coin's refresh, which no request waited for (only on the stream and in hot reads)
 type BatchFlushReason string
 
-// BatchSource coingecko: fetched for this batch; snapshot: a price fetched less than PRICE_MAX_AGE_MS ago, reused; stale: the newest stored price, because CoinGecko failed; feed: no batch at all, the gateway's own copy of the newest price on the update feed, younger than its PRICE_MAX_AGE_MS (the other fields name the batch that fetched it)
+// BatchSource coingecko: fetched for this batch; refresh: fetched to keep a watched coin fresh, for no request (stream events and hot reads only); snapshot: a price fetched less than PRICE_MAX_AGE_MS ago, reused; stale: the newest stored price, because CoinGecko failed; feed: no batch at all, the gateway's own copy of the newest price on the update feed, younger than its PRICE_MAX_AGE_MS (the other fields name the batch that fetched it)
 type BatchSource string
 
 // Candle defines model for Candle.

@@ -31,6 +31,15 @@ const (
 	// LastPricePrefix starts the hash of each coin's newest fetched price,
 	// cp:price:last:<coin>:<currency>.
 	LastPricePrefix = "cp:price:last:"
+	// WatchKey is the sorted set of watched coins, "<coin>:<currency>",
+	// each scored by when (Redis time, ms) its registration expires: the
+	// gateways' streamed coins and the fetchers' WATCH_COINS, renewed while
+	// they are watched (libs/watchlist).
+	WatchKey = "cp:watch:coins"
+	// RefreshClaimPrefix starts cp:watch:claim:<coin>:<currency>, held (with
+	// the fetcher's name, for a lease) by the one fetcher refreshing that
+	// coin right now.
+	RefreshClaimPrefix = "cp:watch:claim:"
 )
 
 // BatchKey is the hash of batch id.
@@ -45,3 +54,6 @@ func OpenBatchKey(coin, currency string) string { return OpenBatchPrefix + coin 
 
 // LastPriceKey is where the newest fetched price of coin in currency is kept.
 func LastPriceKey(coin, currency string) string { return LastPricePrefix + coin + ":" + currency }
+
+// RefreshClaimKey is held by the fetcher refreshing coin in currency.
+func RefreshClaimKey(coin, currency string) string { return RefreshClaimPrefix + coin + ":" + currency }

@@ -130,6 +130,8 @@ func (r Request) Values() []any {
 const (
 	FlushThreshold = "threshold"
 	FlushWindow    = "window"
+	// FlushRefresh marks a watched coin's refresh, which no request waited for.
+	FlushRefresh = "refresh"
 )
 
 // Where a batch's price came from, as a client sees it in batch.source.
@@ -146,6 +148,10 @@ const (
 	// from the price update feed and younger than the gateway's
 	// PRICE_MAX_AGE_MS: a hot read answered without a batch.
 	SourceFeed = "feed"
+	// SourceRefresh is a price fetched for nobody's request, to keep a
+	// watched coin fresh (WATCH_REFRESH_MS): it goes to the feed and to
+	// Postgres only.
+	SourceRefresh = "refresh"
 )
 
 // Batch says which batch answered a request.
@@ -157,7 +163,8 @@ type Batch struct {
 	FlushReason string `json:"flushReason,omitempty"`
 	Fetcher     string `json:"fetcher,omitempty"`
 	Attempt     int    `json:"attempt,omitempty"`
-	// Source is SourceUpstream, SourceSnapshot, SourceStale or SourceFeed.
+	// Source is SourceUpstream, SourceSnapshot, SourceStale, SourceFeed or
+	// SourceRefresh.
 	Source string `json:"source,omitempty"`
 }
 

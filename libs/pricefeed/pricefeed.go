@@ -39,7 +39,7 @@ const (
 	FieldFlushReason = "flush_reason"
 	FieldFetcher     = "fetcher"
 	FieldAttempt     = "attempt" // 1, or more after a takeover
-	FieldSource      = "source"  // price.SourceUpstream or price.SourceStale
+	FieldSource      = "source"  // price.SourceUpstream, price.SourceStale or price.SourceRefresh
 )
 
 // Update is one price on the feed.

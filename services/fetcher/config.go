@@ -5,6 +5,7 @@ import (
 
 	"cryptopulse/libs/config"
 	"cryptopulse/libs/pricefeed"
+	"cryptopulse/libs/watchlist"
 	"cryptopulse/services/fetcher/internal/coingecko"
 )
 
@@ -40,6 +41,12 @@ type Config struct {
 	StaleMaxAge     time.Duration
 	// FeedMaxLen caps the price update feed (approximate trimming).
 	FeedMaxLen int64
+	// WatchCoins are kept fresh without requests (WATCH_COINS), and so are
+	// the coins the gateways' stream clients follow.
+	WatchCoins []watchlist.Coin
+	// WatchRefresh is how old a watched coin's price may get; 0 turns
+	// refreshing off, streamed coins included.
+	WatchRefresh time.Duration
 	// PprofAddr, when set, is a loopback address serving net/http/pprof.
 	PprofAddr string
 }
@@ -84,8 +91,24 @@ func loadConfig(getenv config.Getenv) (Config, error) {
 	if c.CoinGeckoRateLimit > 0 && c.CoinGeckoBurst > c.CoinGeckoRateLimit {
 		r.Fail("COINGECKO_BURST", "%d is more than COINGECKO_RATE_LIMIT (%d)", c.CoinGeckoBurst, c.CoinGeckoRateLimit)
 	}
-	if _, err := coingecko.New(c.CoinGeckoURL, "", c.CoinGeckoPlan, time.Second); err != nil {
+	window := time.Minute
+	if cg, err := coingecko.New(c.CoinGeckoURL, "", c.CoinGeckoPlan, time.Second); err != nil {
 		r.Fail("COINGECKO_BASE_URL", "%v", err)
+	} else {
+		window = cg.CacheWindow()
 	}
+	// By default as often as CoinGecko's cache changes the price, and no more.
+	c.WatchRefresh = r.Millis("WATCH_REFRESH_MS", window, 0, 24*time.Hour)
+	if c.WatchRefresh > 0 && c.WatchRefresh < time.Second {
+		r.Fail("WATCH_REFRESH_MS", "%d is under 1000 (one second); 0 turns refreshing off", c.WatchRefresh.Milliseconds())
+	}
+	watch, err := watchlist.Parse(r.String("WATCH_COINS", ""))
+	switch {
+	case err != nil:
+		r.Fail("WATCH_COINS", "%v", err)
+	case len(watch) > 0 && c.WatchRefresh == 0:
+		r.Fail("WATCH_COINS", "coins are listed but WATCH_REFRESH_MS is 0 (refreshing off)")
+	}
+	c.WatchCoins = watch
 	return c, r.Err()
 }

@@ -36,7 +36,8 @@ func run(ctx context.Context, getenv config.Getenv, stdout io.Writer, ready chan
 		zap.String("database", config.MaskURL(cfg.DatabaseURL)), zap.Duration("dbQueryTimeout", cfg.DBQueryTimeout), zap.String("coingecko", cfg.CoinGeckoURL),
 		zap.String("coingeckoKey", config.Mask(cfg.CoinGeckoKey)), zap.Int("coingeckoRateLimit", cfg.CoinGeckoRateLimit),
 		zap.Int("coingeckoBurst", cfg.CoinGeckoBurst), zap.Duration("priceMaxAge", cfg.PriceMaxAge), zap.Duration("staleMaxAge", cfg.StaleMaxAge),
-		zap.Duration("window", cfg.BatchWindow), zap.Int("threshold", cfg.BatchThreshold), zap.Duration("lease", cfg.BatchLease))
+		zap.Duration("window", cfg.BatchWindow), zap.Int("threshold", cfg.BatchThreshold), zap.Duration("lease", cfg.BatchLease),
+		zap.Duration("watchRefresh", cfg.WatchRefresh), zap.Int("watchCoins", len(cfg.WatchCoins)))
 
 	rdb, err := redisconn.OpenConfig(cfg.Base, 0)
 	if err != nil {
@@ -73,6 +74,7 @@ func run(ctx context.Context, getenv config.Getenv, stdout io.Writer, ready chan
 		Name: cfg.InstanceID, SafetyPoll: cfg.BatchPoll, MaxBatches: cfg.BatchMaxCoins, Concurrency: cfg.FlushConcurrent,
 		CallTimeout: cfg.CoinGeckoTimeout, MaxAttempts: cfg.CoinGeckoAttempts, Margin: cfg.ReplyMargin,
 		Lease: cfg.BatchLease, StaleMaxAge: cfg.StaleMaxAge, FeedMaxLen: cfg.FeedMaxLen,
+		Refresh: cfg.WatchRefresh, Watch: cfg.WatchCoins,
 	}, rdb, store, upstream, pg, log, reg)
 	if err != nil {
 		return err

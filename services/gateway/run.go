@@ -72,6 +72,9 @@ func run(ctx context.Context, getenv config.Getenv, stdout io.Writer, ready chan
 	streams := pricestream.NewHub(rdb, pricestream.Config{Buffer: cfg.StreamBuffer}, log)
 	wg.Add(1)
 	go func() { defer wg.Done(); streams.Run(hubCtx) }()
+	// The streamed coins are watched: the fetchers keep them fresh.
+	wg.Add(1)
+	go func() { defer wg.Done(); streams.Watch(hubCtx, rdb, log) }()
 	// On shutdown the streams end first, with a reconnect hint, so the
 	// graceful stop is not held up by them and their clients move on to
 	// another gateway.

@@ -156,6 +156,21 @@ func scenarios() []Scenario {
 			},
 		},
 		{
+			Name: "watch", Title: fmt.Sprintf("open loop %d req/s as above, plus %d watched coins (WATCH_REFRESH_MS 60000)", openLoopRate, watchedCoins),
+			Env:          map[string]string{"COINGECKO_RATE_LIMIT": fmt.Sprint(budget), "WATCH_REFRESH_MS": fmt.Sprint(watchPeriod.Milliseconds())},
+			SimRateLimit: 1000,
+			Target:       fmt.Sprintf("as open loop (p99 alike), each watched coin a new price at least every %v", watchPeriod),
+			run:          runWatch,
+			check: func(h *harness, m Measurement) (bool, string) {
+				var p99 []string
+				if m.P99 >= resultTimeout {
+					p99 = append(p99, fmt.Sprintf("p99 %s ≥ %v", ms(m.P99), resultTimeout))
+				}
+				// runWatch leaves the watched coins' verdict in Why.
+				return all(ok2xx(m), inBudget(m), verdict(p99), check{m.Why == "", m.Why})
+			},
+		},
+		{
 			Name: "semantics", Title: "PRICE_MAX_AGE_MS=0: lone request (p50), then 3 concurrent (p99)",
 			Env:          map[string]string{"COINGECKO_RATE_LIMIT": fmt.Sprint(budget), "PRICE_MAX_AGE_MS": "0"},
 			Target:       "lone answered by the 5 s window; 3 concurrent by 1 call",
@@ -256,20 +271,32 @@ func openLoopCoins() (builtin []string, added []string) {
 	return builtin, added
 }
 
-func runOpenLoop(ctx context.Context, h *harness, st *stackRun) (Measurement, error) {
-	builtin, added := openLoopCoins()
-	for _, id := range added {
+// simCoins lists coins in the simulator, which quotes only 30 of its own.
+func simCoins(ctx context.Context, st *stackRun, ids []string) error {
+	for _, id := range ids {
 		body, _ := json.Marshal(map[string]string{"id": id, "symbol": strings.TrimPrefix(id, "bench-"), "name": id})
 		if err := postJSON(ctx, st.SimURL+"/_sim/coin", body); err != nil {
-			return Measurement{}, err
+			return err
 		}
+	}
+	return nil
+}
+
+func runOpenLoop(ctx context.Context, h *harness, st *stackRun) (Measurement, error) {
+	return openLoop(ctx, h, st, h.duration(60*time.Second, 10*time.Second))
+}
+
+func openLoop(ctx context.Context, h *harness, st *stackRun, d time.Duration) (Measurement, error) {
+	builtin, added := openLoopCoins()
+	if err := simCoins(ctx, st, added); err != nil {
+		return Measurement{}, err
 	}
 	var urls []string
 	for _, id := range append(builtin, added...) {
 		urls = append(urls, st.URL+"/v1/price/"+id)
 	}
 	res, err := loadgen.Run(ctx, loadgen.Config{
-		URLs: urls, Rate: openLoopRate, Duration: h.duration(60*time.Second, 10*time.Second),
+		URLs: urls, Rate: openLoopRate, Duration: d,
 		Header:  http.Header{"Authorization": {"Bearer " + st.token}},
 		Timeout: 20 * time.Second,
 	})

@@ -31,16 +31,25 @@ func (b Budget) validate() error {
 
 func (b Budget) burst() int { return max(b.Burst, 1) }
 
+// budgetSpan is the window the budget is spread over: CoinGecko's minute
+// plus a second of slack. Slots are taken at Redis time, but a call reaches
+// CoinGecko some milliseconds later, and not always equally late (a new
+// connection, a loaded machine): paced over exactly 60 s, a call could
+// arrive less than a minute after the call PerMinute before it, and be
+// refused (seen with 2 calls a minute against the simulator).
+const budgetSpan = 61_000
+
 // gcra returns the emission interval and the burst tolerance in ms (0, 0
 // with no budget). GCRA admits at most floor((L+tolerance)/interval)+1 calls
-// in any span of length L; with interval = 60 s / (PerMinute-Burst+1) and
-// tolerance = (Burst-1) intervals that is PerMinute for any span under 60 s.
+// in any span of length L; with interval = budgetSpan / (PerMinute-Burst+1)
+// and tolerance = (Burst-1) intervals that is PerMinute for any span under
+// budgetSpan, so for any minute with a second to spare.
 func (b Budget) gcra() (interval, tolerance int64) {
 	if b.PerMinute <= 0 {
 		return 0, 0
 	}
 	n := int64(b.PerMinute - b.burst() + 1)
-	interval = (60_000 + n - 1) / n
+	interval = (budgetSpan + n - 1) / n
 	return interval, int64(b.burst()-1) * interval
 }
 

@@ -25,6 +25,8 @@ import (
 //   cp:upstream:budget               GCRA theoretical arrival time (ms) of the next upstream call
 //   cp:upstream:cooldown             set while CoinGecko asked us to wait (429)
 //   cp:price:last:<coin>:<currency>  hash: price, fetched_ms, batch of the newest fetched price
+//   cp:watch:coins                   zset: watched "<coin>:<currency>" -> when its registration expires (refresh.go)
+//   cp:watch:claim:<coin>:<currency> the fetcher refreshing that coin now, with a lease (refresh.go)
 
 // luaNames is the scripts' preamble: libs/price's key prefixes as Lua
 // strings (printable ASCII, which Go and Lua quote alike) and the key
@@ -38,6 +40,7 @@ local function requests_key(id) return BATCH_PREFIX .. id .. REQUESTS_SUFFIX end
 local function open_key(coin, cur) return OPEN_PREFIX .. coin .. ':' .. cur end
 local function result_key(request_id) return RESULT_PREFIX .. request_id end
 local function last_key(coin, cur) return LAST_PREFIX .. coin .. ':' .. cur end
+local CLAIM_PREFIX = ` + strconv.Quote(price.RefreshClaimPrefix) + `
 `
 
 const luaNow = `

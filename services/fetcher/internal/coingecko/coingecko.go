@@ -59,6 +59,16 @@ type Client struct {
 	http      *http.Client
 	// DefaultRetryAfter is assumed for a 429 that says nothing (a Cloudflare page).
 	defaultRetryAfter time.Duration
+	plan              string
+}
+
+// CacheWindow is how long CoinGecko holds a price still on the client's
+// plan (docs/coingecko.md): asking more often returns the same number.
+func (c *Client) CacheWindow() time.Duration {
+	if c.plan == PlanPro {
+		return 20 * time.Second
+	}
+	return time.Minute
 }
 
 // Plans name CoinGecko's hosts.
@@ -85,7 +95,7 @@ func New(baseURL, apiKey, plan string, defaultRetryAfter time.Duration) (*Client
 		header = "x-cg-pro-api-key"
 	}
 	return &Client{
-		base: u.String() + "/api/v3", keyHeader: header, key: apiKey,
+		base: u.String() + "/api/v3", keyHeader: header, key: apiKey, plan: plan,
 		// Per-call timeouts come from the caller's context; this transport
 		// only bounds connection setup.
 		http: &http.Client{Transport: &http.Transport{

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"cryptopulse/libs/watchlist"
 )
 
 // The three workers are built one way: a config of tunables, completed with
@@ -61,6 +63,12 @@ type FlusherConfig struct {
 	// FeedMaxLen caps the price update feed (PRICE_FEED_MAXLEN); 0 is
 	// pricefeed.DefaultMaxLen.
 	FeedMaxLen int64
+	// Refresh is how old a watched coin's price may get (WATCH_REFRESH_MS);
+	// 0 turns refreshing off.
+	Refresh time.Duration
+	// Watch are the coins of WATCH_COINS, which the flusher keeps
+	// registered as watched.
+	Watch []watchlist.Coin
 }
 
 // maxCoinsPerCall is how many ids one CoinGecko call carries at most.
@@ -88,8 +96,10 @@ func (c FlusherConfig) Validate() error {
 		return fmt.Errorf("flusher %s: max batches %d outside 1..%d", c.Name, c.MaxBatches, maxCoinsPerCall)
 	case c.SafetyPoll <= 0 || c.Concurrency < 1 || c.CallTimeout <= 0 || c.MaxAttempts < 1 || c.Lease <= 0:
 		return fmt.Errorf("flusher %s: safety poll, concurrency, call timeout, attempts and lease must be positive", c.Name)
-	case c.Margin < 0 || c.StaleMaxAge < 0:
-		return fmt.Errorf("flusher %s: margin and stale max age must not be negative", c.Name)
+	case c.Margin < 0 || c.StaleMaxAge < 0 || c.Refresh < 0:
+		return fmt.Errorf("flusher %s: margin, stale max age and refresh must not be negative", c.Name)
+	case len(c.Watch) > 0 && c.Refresh == 0:
+		return fmt.Errorf("flusher %s: watched coins need a refresh period", c.Name)
 	}
 	return nil
 }

@@ -7,6 +7,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
+
+	"cryptopulse/libs/watchlist"
 )
 
 // Every worker is built the same way: its constructor fills in defaults,
@@ -34,6 +36,8 @@ func TestWorkersRefuseConfigsTheyCannotRunWith(t *testing.T) {
 	tooMany.MaxBatches = maxCoinsPerCall + 1
 	negative := flusher
 	negative.Margin = -time.Second
+	unrefreshed := flusher
+	unrefreshed.Watch = []watchlist.Coin{{ID: "bitcoin", Currency: "usd"}}
 	for name, build := range map[string]func() error{
 		"consumer without a name": func() error {
 			_, err := NewConsumer(ConsumerConfig{ReclaimIdle: time.Second}, nil, nil, nil, log)
@@ -46,6 +50,10 @@ func TestWorkersRefuseConfigsTheyCannotRunWith(t *testing.T) {
 		},
 		"flusher with a negative margin": func() error {
 			_, err := NewFlusher(negative, nil, nil, nil, nil, log, prometheus.NewRegistry())
+			return err
+		},
+		"flusher watching coins it never refreshes": func() error {
+			_, err := NewFlusher(unrefreshed, nil, nil, nil, nil, log, prometheus.NewRegistry())
 			return err
 		},
 		"second flusher on a registry": func() error { _, err := NewFlusher(flusher, nil, nil, nil, nil, log, reg); return err },

@@ -12,6 +12,7 @@ import (
 
 	"cryptopulse/libs/price"
 	"cryptopulse/libs/pricefeed"
+	"cryptopulse/libs/watchlist"
 	"cryptopulse/services/fetcher/internal/batch"
 )
 
@@ -26,8 +27,10 @@ type Flusher struct {
 	wake   *waker
 	call   *caller
 	answer *answerer
-	log    *zap.Logger
-	m      metrics
+	// refresh keeps watched coins fresh; nil when refreshing is off.
+	refresh *refresher
+	log     *zap.Logger
+	m       metrics
 }
 
 type metrics struct {
@@ -74,15 +77,36 @@ func NewFlusher(cfg FlusherConfig, rdb *redis.Client, store *batch.Store, up Ups
 		}
 		return float64(n)
 	})
-	if err := register(reg, m.calls, m.flushes, m.sizes, m.takeover, m.shed, budget); err != nil {
+	refreshed := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "fetcher_watch_refreshed_total", Help: "Watched coins refreshed, by how: ride (on a flush's call) or own (a call from spare budget).",
+	}, []string{"how"})
+	if err := register(reg, m.calls, m.flushes, m.sizes, m.takeover, m.shed, budget, refreshed); err != nil {
 		return nil, err
 	}
-	return &Flusher{
+	feedMaxLen := cmp.Or(cfg.FeedMaxLen, pricefeed.DefaultMaxLen)
+	f := &Flusher{
 		cfg: cfg, store: store, log: log, m: m,
 		wake:   newWaker(rdb, log),
 		call:   &caller{store: store, upstream: up, timeout: cfg.CallTimeout, attempts: cfg.MaxAttempts, log: log, calls: m.calls},
-		answer: &answerer{name: cfg.Name, store: store, latest: latest, staleMaxAge: cfg.StaleMaxAge, feedMaxLen: cmp.Or(cfg.FeedMaxLen, pricefeed.DefaultMaxLen), rdb: rdb, log: log, m: &m},
-	}, nil
+		answer: &answerer{name: cfg.Name, store: store, latest: latest, staleMaxAge: cfg.StaleMaxAge, feedMaxLen: feedMaxLen, rdb: rdb, log: log, m: &m},
+	}
+	if cfg.Refresh > 0 {
+		watch := make([]string, len(cfg.Watch))
+		for i, c := range cfg.Watch {
+			watch[i] = c.Member()
+		}
+		f.refresh = &refresher{
+			name: cfg.Name, store: store, call: f.call, rdb: rdb, log: log, period: cfg.Refresh, watch: watch,
+			// Refreshes fill a call up to CoinGecko's id cap, not just to
+			// BATCH_MAX_COINS, which bounds the batches one claim takes:
+			// with every request coin waiting, watched coins still ride.
+			maxCoins: maxCoinsPerCall, feedMaxLen: feedMaxLen, coins: refreshed,
+			// A claim outlives the longest flush; it runs out only when
+			// its fetcher died or the call failed.
+			lease: time.Duration(cfg.MaxAttempts)*cfg.CallTimeout + 5*time.Second,
+		}
+	}
+	return f, nil
 }
 
 // Due tells the flusher that a batch comes due at t: the consumer calls it
@@ -96,6 +120,10 @@ func (f *Flusher) Run(ctx context.Context) {
 	defer wg.Wait()
 	wg.Add(1)
 	go func() { defer wg.Done(); f.wake.listen(ctx) }()
+	if f.refresh != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); f.refresh.run(ctx) }()
+	}
 	slots := make(chan struct{}, f.cfg.Concurrency)
 	// The first round finds whatever came due while no fetcher ran.
 	f.wake.now()
@@ -199,20 +227,28 @@ func (f *Flusher) flush(ctx context.Context, claimed []batch.Claimed) {
 		return
 	}
 	deadline := live[0].Deadline
-	ids := make([]string, len(live))
+	ids, carried := make([]string, len(live)), make([]string, len(live))
 	coins, currencies := []string{}, []string{}
 	for i, c := range live {
-		ids[i] = c.ID
+		ids[i], carried[i] = c.ID, watchlist.Coin{ID: c.Coin, Currency: c.Currency}.Member()
 		coins = append(coins, c.Coin)
 		currencies = append(currencies, c.Currency)
 		if c.Deadline.Before(deadline) {
 			deadline = c.Deadline
 		}
 	}
+	// Watched coins due soon ride along in the same ids= list.
+	ride := f.refresh.ride(ctx, carried, len(unique(coins)))
+	for _, c := range ride.Coins {
+		coins, currencies = append(coins, c.ID), append(currencies, c.Currency)
+	}
 	stopRenew := f.keepLeases(ctx, ids)
 	quote, ferr := f.call.fetch(ctx, coins, currencies, deadline.Add(-f.cfg.Margin))
 	stopRenew()
 	f.answer.all(ctx, live, quote, ferr)
+	if ferr == nil {
+		f.refresh.deliver(ctx, ride, quote, "ride")
+	}
 }
 
 // keepLeases renews the leases until the returned stop is called.

@@ -53,26 +53,14 @@ func (c *caller) fetch(ctx context.Context, coins, currencies []string, deadline
 			}
 			return nil, errNoTime
 		}
-		cctx, cancel := context.WithTimeout(ctx, min(c.timeout, remaining))
-		q, err := c.upstream.SimplePrice(cctx, coins, currencies)
-		cancel()
-		if err == nil {
-			c.calls.WithLabelValues("ok").Inc()
+		q, ce := c.once(ctx, coins, currencies, min(c.timeout, remaining), attempt)
+		if ce == nil {
 			return q, nil
 		}
-		var ce *coingecko.Error
-		if !errors.As(err, &ce) {
-			ce = &coingecko.Error{Kind: coingecko.Failed, Msg: err.Error()}
-		}
-		c.calls.WithLabelValues(string(ce.Kind)).Inc()
-		c.log.Warn("upstream call failed", zap.Int("attempt", attempt), zap.Error(ce))
 		last = ce
 		switch {
 		case ce.Kind == coingecko.RateLimited:
-			// Every fetcher holds off; the next slot comes after it.
-			if err := c.store.Cooldown(ctx, ce.RetryAfter); err != nil {
-				c.log.Warn("sharing CoinGecko's cooldown failed", zap.Error(err))
-			}
+			// once shared CoinGecko's cooldown: the retry's slot comes after it.
 		case !ce.Retryable():
 			return nil, ce
 		default:
@@ -84,6 +72,31 @@ func (c *caller) fetch(ctx context.Context, coins, currencies []string, deadline
 		}
 	}
 	return nil, last
+}
+
+// once makes one upstream call whose slot is spent already, counts its
+// outcome and, after a 429, makes every fetcher hold off: the next slot
+// comes after CoinGecko's cooldown.
+func (c *caller) once(ctx context.Context, coins, currencies []string, timeout time.Duration, attempt int) (coingecko.Quote, *coingecko.Error) {
+	cctx, cancel := context.WithTimeout(ctx, timeout)
+	q, err := c.upstream.SimplePrice(cctx, coins, currencies)
+	cancel()
+	if err == nil {
+		c.calls.WithLabelValues("ok").Inc()
+		return q, nil
+	}
+	var ce *coingecko.Error
+	if !errors.As(err, &ce) {
+		ce = &coingecko.Error{Kind: coingecko.Failed, Msg: err.Error()}
+	}
+	c.calls.WithLabelValues(string(ce.Kind)).Inc()
+	c.log.Warn("upstream call failed", zap.Int("attempt", attempt), zap.Error(ce))
+	if ce.Kind == coingecko.RateLimited {
+		if err := c.store.Cooldown(ctx, ce.RetryAfter); err != nil {
+			c.log.Warn("sharing CoinGecko's cooldown failed", zap.Error(err))
+		}
+	}
+	return nil, ce
 }
 
 // waitSlot waits for an upstream slot that comes before the deadline.

@@ -16,6 +16,7 @@ import (
 
 	"cryptopulse/libs/price"
 	"cryptopulse/libs/pricedb"
+	"cryptopulse/libs/watchlist"
 	"cryptopulse/services/fetcher/internal/batch"
 	"cryptopulse/services/fetcher/internal/coingecko"
 	"cryptopulse/testkit"
@@ -42,6 +43,11 @@ type rigOptions struct {
 	attempts    int
 	timeout     time.Duration // the upstream call's
 	lease       time.Duration
+	// simRateLimit is the simulator's calls per minute (0: unlimited).
+	simRateLimit int
+	// refresh and watch are the flusher's WATCH_REFRESH_MS and WATCH_COINS.
+	refresh time.Duration
+	watch   []watchlist.Coin
 }
 
 func startRig(t *testing.T, fetchers int, window time.Duration) *rig {
@@ -68,7 +74,7 @@ func startRigWith(t *testing.T, o rigOptions) *rig {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { pg.Close() })
-	sim := cgsim.New(cgsim.Config{})
+	sim := cgsim.New(cgsim.Config{RateLimit: o.simRateLimit})
 	srv := httptest.NewServer(sim)
 	t.Cleanup(func() { sim.Close(); srv.Close() })
 	up, err := coingecko.New(srv.URL, "", "", time.Minute)
@@ -93,7 +99,8 @@ func startRigWith(t *testing.T, o rigOptions) *rig {
 		// flushed by their wake-ups, not found by polling.
 		reg := prometheus.NewRegistry()
 		f, err := NewFlusher(FlusherConfig{Name: name, SafetyPoll: time.Minute, MaxBatches: 50, Concurrency: 2,
-			CallTimeout: o.timeout, MaxAttempts: o.attempts, Margin: 100 * time.Millisecond, Lease: o.lease, StaleMaxAge: o.staleMaxAge},
+			CallTimeout: o.timeout, MaxAttempts: o.attempts, Margin: 100 * time.Millisecond, Lease: o.lease, StaleMaxAge: o.staleMaxAge,
+			Refresh: o.refresh, Watch: o.watch},
 			rdb, store, up, pg, log, reg)
 		if err != nil {
 			t.Fatal(err)
