@@ -71,7 +71,8 @@ func composeArgs(files, args []string) []string {
 }
 
 func (d *deployment) tryCompose(files []string, args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	// A cold `up --build` compiles every image on a small shared machine.
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "docker", append([]string{"compose"}, composeArgs(files, args)...)...)
 	cmd.Dir = d.dir
@@ -383,6 +384,10 @@ func writeEnv(t *testing.T, dir string) (pass string) {
 		"# make test-docker: offline, against the bundled CoinGecko simulator",
 		"COMPOSE_PROFILES=sim",
 		"COINGECKO_BASE_URL=http://cgsim:8090",
+		// One build at a time: the first downloads the modules, the others
+		// reuse that layer; five parallel downloads of every module take a
+		// 2-core machine far longer.
+		"COMPOSE_PARALLEL_LIMIT=1",
 		// The load below is one user; the throttle is not what is tested.
 		"THROTTLE_GLOBAL_LIMIT=1000000",
 		fmt.Sprintf("NGINX_NOFILE=%d", min(lim.Max, 65535)),

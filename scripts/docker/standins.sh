@@ -112,7 +112,7 @@ standin() {
 	log "building $tag"
 	local args=()
 	for a in "$@"; do args+=(--build-arg "$a"); done
-	if ! DOCKER_BUILDKIT=0 docker build -q --label "$label=$key" "${args[@]}" -t "$tag" "$ctx" >"$cache/build-$dir.log" 2>&1; then
+	if ! DOCKER_BUILDKIT=0 docker build -q --force-rm --label "$label=$key" "${args[@]}" -t "$tag" "$ctx" >"$cache/build-$dir.log" 2>&1; then
 		tail -30 "$cache/build-$dir.log" >&2
 		rm -rf "$ctx"
 		exit 1

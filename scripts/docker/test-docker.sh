@@ -43,10 +43,11 @@ images=$(date +%s)
 # buildx plugin is needed, and the Dockerfile must work without BuildKit.
 export DOCKER_BUILDKIT=0
 report="$(mktemp)"
-status=0
-DOCKERGUIDE_REPORT="$report" go test -tags dockerguide -count=1 -timeout 40m -v ./e2e/dockerguide/ 2>&1 |
-	tee dockerguide.out | grep -E '^\s*(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go:[0-9]+' || true
+set +e
+DOCKERGUIDE_REPORT="$report" go test -tags dockerguide -count=1 -timeout 60m -v ./e2e/dockerguide/ 2>&1 |
+	tee dockerguide.out | grep -E '^\s*(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go:[0-9]+'
 status=${PIPESTATUS[0]}
+set -e
 end=$(date +%s)
 
 summary="$(
