@@ -5,6 +5,7 @@ package dockerguide
 import (
 	"bytes"
 	"context"
+	"errors"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -37,18 +38,27 @@ type deployment struct {
 	dir    string
 	pass   string
 	client *http.Client
-	// figures collects the measurements written to DOCKERGUIDE_REPORT.
-	mu      sync.Mutex
-	figures []string
+	// report is where measurements go (DOCKERGUIDE_REPORT), if anywhere.
+	report string
 }
 
+// record logs a measurement and appends it to the report at once, so a run
+// cut short still keeps what it measured.
 func (d *deployment) record(t *testing.T, format string, args ...any) {
 	t.Helper()
 	line := fmt.Sprintf(format, args...)
 	t.Log("measured: " + line)
-	d.mu.Lock()
-	d.figures = append(d.figures, line)
-	d.mu.Unlock()
+	if d.report == "" {
+		return
+	}
+	f, err := os.OpenFile(d.report, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+	if err == nil {
+		_, err = fmt.Fprintln(f, line)
+		err = errors.Join(err, f.Close())
+	}
+	if err != nil {
+		t.Errorf("report: %v", err)
+	}
 }
 
 // compose runs `docker compose -f <files...> args...` in the copy, as a user
