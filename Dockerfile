@@ -1,5 +1,3 @@
-# syntax=docker/dockerfile:1
-#
 # One image recipe for every CryptoPulse service:
 #
 #   docker build --build-arg SERVICE=gateway -t cryptopulse/gateway .
@@ -14,8 +12,6 @@
 ARG GO_VERSION=1.26.8
 
 FROM golang:${GO_VERSION}-alpine AS build
-ARG SERVICE=gateway
-ARG PKG=./services/${SERVICE}
 WORKDIR /src
 ENV CGO_ENABLED=0 GOFLAGS=-buildvcs=false
 
@@ -34,9 +30,17 @@ COPY e2e/go.mod e2e/go.su[m] e2e/
 COPY deploy/k8s/go.mod deploy/k8s/go.su[m] deploy/k8s/
 RUN go mod download
 
+# Declared after the download, so that every service's build shares the
+# dependency layer above (a build argument is part of the cache key of each
+# RUN that follows it).
+ARG SERVICE=gateway
+ARG PKG=./services/${SERVICE}
+# No "# syntax=" line and no RUN --mount: the first makes BuildKit pull a
+# frontend image (impossible without a registry), the second fails under the
+# classic builder, which Engine 20.10 and Compose v1 use by default. Both
+# builders take this file as it is.
 COPY . .
-RUN --mount=type=cache,target=/root/.cache/go-build \
-    go build -trimpath -ldflags="-s -w" -o /out/service "${PKG}" && \
+RUN go build -trimpath -ldflags="-s -w" -o /out/service "${PKG}" && \
     go build -trimpath -ldflags="-s -w" -o /out/healthcheck ./tools/healthcheck
 
 FROM gcr.io/distroless/static-debian12:nonroot

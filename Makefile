@@ -25,7 +25,7 @@ FUZZ_TARGETS := \
 	FuzzAuthorizationHeader:./services/gateway:15000x \
 	FuzzHistoryQuery:./services/gateway:8000x
 
-.PHONY: help deps build check-tree check-docs test test-race test-unit test-e2e fuzz fuzz-short lint vet fmt-check vuln-check tidy bench run demo clean test-k8s
+.PHONY: help deps build check-tree check-docs test test-race test-unit test-e2e test-docker bench-docker fuzz fuzz-short lint vet fmt-check vuln-check tidy bench run demo clean test-k8s
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -37,7 +37,7 @@ build: ## build every service and the tools into bin/
 	@mkdir -p $(BIN)
 	go build -o $(BIN)/ ./services/auth ./services/gateway ./services/fetcher ./tools/cgsim/cmd/cgsim ./tools/devstack/cmd/devstack
 
-test: deps check-tree check-docs fmt-check vet test-race test-k8s test-e2e fuzz-short ## everything CI runs: format, vet, race tests, end-to-end, short fuzzing
+test: deps check-tree check-docs fmt-check vet test-race test-k8s test-e2e test-docker fuzz-short ## everything CI runs: format, vet, race tests, end-to-end, the Docker guide, short fuzzing
 	@echo "make test: all checks passed"
 
 test-race: ## unit and integration tests under the race detector
@@ -50,6 +50,14 @@ test-k8s: ## render the Kubernetes overlays (deploy/k8s) and check them against 
 
 test-e2e: ## end-to-end tests: real binaries, Redis, Postgres, nginx, simulator
 	go test -count=1 -timeout 30m -v ./e2e/... 2>&1 | tee e2e.out | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go:[0-9]+' ; exit $${PIPESTATUS[0]}
+
+test-docker: ## the multi-instance guide's docker compose commands on the real Docker engine (docs/docker.md)
+	go vet -tags dockerguide ./e2e/dockerguide/
+	@bash scripts/docker/test-docker.sh
+
+bench-docker: ## test-docker, its figures (up to healthy, rolling update, total) appended to bench/docker-guide.txt
+	@mkdir -p bench
+	@DOCKERGUIDE_BENCH=bench/docker-guide.txt bash scripts/docker/test-docker.sh
 
 fuzz-short: ## every fuzz target for a bounded number of executions (seconds each)
 	@set -e; for t in $(FUZZ_TARGETS); do \
@@ -106,7 +114,7 @@ demo: deps ## the same, offline, against the bundled CoinGecko simulator
 	GATEWAYS=$(GATEWAYS) FETCHERS=$(FETCHERS) PORT=$(PORT) go run ./tools/devstack/cmd/devstack demo
 
 clean: ## remove binaries and local data
-	rm -rf $(BIN) .data e2e.out
+	rm -rf $(BIN) .data e2e.out dockerguide.out
 
 # The chaos soak: make chaos [DURATION=5m] [SEED=n] [APPENDONLY=1].
 DURATION ?= 5m

@@ -68,13 +68,30 @@ func (r *Reader) String(key, def string) string {
 	return def
 }
 
-// Required returns the variable and records an error when it is unset.
+// Required returns the variable and records an error when it is unset or
+// still a placeholder from .env.example or the deployment guide.
 func (r *Reader) Required(key string) string {
 	v := strings.TrimSpace(r.get(key))
-	if v == "" {
+	switch {
+	case v == "":
 		r.fail(key, "is required")
+	case isPlaceholder(v):
+		r.fail(key, "is still the example value %q, which anyone who has read the repository knows: "+
+			"set a value of your own, for instance the output of `openssl rand -hex 32`", v)
 	}
 	return v
+}
+
+// isPlaceholder tells the values .env.example and the deployment guide show
+// for the secrets. A deployment started from an unedited copy would let
+// anyone forge an admin token, so no service starts with one of them.
+func isPlaceholder(v string) bool {
+	switch v {
+	case "change-me", "change-me-to-a-random-string-of-at-least-32-characters",
+		"your-secure-password", "your-secret-key-min-32-chars":
+		return true
+	}
+	return false
 }
 
 // Secret is Required plus a minimum length.

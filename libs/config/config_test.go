@@ -130,3 +130,44 @@ func TestLoopbackAddr(t *testing.T) {
 		}
 	}
 }
+
+// A copy of .env.example started unedited must not run: its JWT_SECRET and
+// ADMIN_PASS are public. The values are read from the file itself, so the
+// check follows the example if it changes.
+func TestExamplePlaceholdersAreRefused(t *testing.T) {
+	example, err := ReadDotEnv(filepath.Join("..", "..", ".env.example"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(example) == 0 {
+		t.Fatal(".env.example not found or empty")
+	}
+	r := NewReader(func(k string) string { return example[k] })
+	r.Secret("JWT_SECRET", 32)
+	r.Required("ADMIN_PASS")
+	r.Required("ADMIN_USER")
+	err = r.Err()
+	if err == nil {
+		t.Fatal("the example's JWT_SECRET and ADMIN_PASS were accepted")
+	}
+	for _, want := range []string{
+		"JWT_SECRET: is still the example value",
+		"ADMIN_PASS: is still the example value",
+		"openssl rand -hex 32",
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
+		}
+	}
+	if strings.Contains(err.Error(), "ADMIN_USER") {
+		t.Errorf("ADMIN_USER=admin is a user name, not a secret: %v", err)
+	}
+
+	good := map[string]string{"JWT_SECRET": "0123456789abcdef0123456789abcdef", "ADMIN_PASS": "admin"}
+	r = NewReader(func(k string) string { return good[k] })
+	r.Secret("JWT_SECRET", 32)
+	r.Required("ADMIN_PASS")
+	if err := r.Err(); err != nil {
+		t.Errorf("values of one's own refused: %v", err)
+	}
+}
