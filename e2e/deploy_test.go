@@ -257,7 +257,7 @@ func TestComposeMulti(t *testing.T) {
 	if !ok {
 		t.Fatal("--profile sim has no cgsim service")
 	}
-	if s.Build == nil || s.Build.Args["PKG"] == nil || *s.Build.Args["PKG"] != "./tools/cgsim/cmd/cgsim" {
+	if s.Build == nil || s.Build.Args["SERVICE"] == nil || *s.Build.Args["SERVICE"] != "cgsim" {
 		t.Errorf("cgsim build %+v", s.Build)
 	}
 	if s.HealthCheck == nil || len(s.HealthCheck.Test) < 2 {
@@ -321,7 +321,7 @@ func TestDockerfile(t *testing.T) {
 	if len(users) == 0 || strings.HasPrefix(users[len(users)-1][1], "0") || strings.HasPrefix(users[len(users)-1][1], "root") {
 		t.Errorf("USER %v: the image must run as a non-root user", users)
 	}
-	for _, want := range []string{"CGO_ENABLED=0", "-trimpath", `-ldflags="-s -w"`, "ARG SERVICE", "./services/${SERVICE}", "./tools/healthcheck", "go mod download"} {
+	for _, want := range []string{"CGO_ENABLED=0", "-trimpath", `-ldflags="-s -w"`, "ARG SERVICE", "/out/${SERVICE}", "./services/gateway", "./tools/cgsim/cmd/cgsim", "./tools/healthcheck", "go mod download"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("Dockerfile lacks %q", want)
 		}
