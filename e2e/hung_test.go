@@ -2,9 +2,7 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -89,17 +87,7 @@ func send(method, url, body, token string) answer {
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
-	resp, err := (&http.Client{Timeout: 60 * time.Second}).Do(req)
-	if err != nil {
-		return answer{Err: err, Took: time.Since(start)}
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	a := answer{Status: resp.StatusCode, Header: resp.Header, Took: time.Since(start), Raw: string(raw), Gateway: resp.Header.Get("X-Instance-Id")}
-	if err := json.Unmarshal(raw, &a.Body); err != nil {
-		a.Err = fmt.Errorf("answer is not JSON: %q", raw)
-	}
-	return a
+	return do(req, start, 60*time.Second)
 }
 
 func oneLine(a answer) string {

@@ -179,8 +179,13 @@ func getWith(base, path string, header http.Header) answer {
 	for k, v := range header {
 		req.Header[k] = v
 	}
-	client := &http.Client{Timeout: 30 * time.Second}
-	resp, err := client.Do(req)
+	return do(req, start, 30*time.Second)
+}
+
+// do sends req, started at start, with a client that waits at most timeout,
+// and decodes the JSON answer.
+func do(req *http.Request, start time.Time, timeout time.Duration) answer {
+	resp, err := (&http.Client{Timeout: timeout}).Do(req)
 	if err != nil {
 		return answer{Err: err, Took: time.Since(start)}
 	}

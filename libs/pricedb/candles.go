@@ -105,17 +105,8 @@ func (s *Store) Candles(ctx context.Context, q CandleQuery) ([]Candle, int, erro
 	if q.Interval < time.Second || q.Interval%time.Second != 0 {
 		return nil, 0, fmt.Errorf("candles: interval %s is not a whole number of seconds", q.Interval)
 	}
-	where := "coin_id = $1 AND vs_currency = $2"
-	args := []any{q.CoinID, q.VsCurrency, fmt.Sprintf("%d seconds", q.Interval/time.Second),
-		q.Limit, (q.Page - 1) * q.Limit}
-	if q.From != nil {
-		args = append(args, q.From.UTC())
-		where += fmt.Sprintf(" AND fetched_at >= $%d", len(args))
-	}
-	if q.To != nil {
-		args = append(args, q.To.UTC())
-		where += fmt.Sprintf(" AND fetched_at <= $%d", len(args))
-	}
+	where, args := coinRange([]any{q.CoinID, q.VsCurrency, fmt.Sprintf("%d seconds", q.Interval/time.Second),
+		q.Limit, (q.Page - 1) * q.Limit}, q.From, q.To)
 	tx, err := s.db.BeginTxx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
 		return nil, 0, fmt.Errorf("%w: read candles: %v", ErrUnavailable, err)

@@ -179,16 +179,7 @@ type HistoryQuery struct {
 // History returns the page of records asked for, newest first, and how many
 // records match in all.
 func (s *Store) History(ctx context.Context, q HistoryQuery) ([]Record, int, error) {
-	where := "coin_id = $1 AND vs_currency = $2"
-	args := []any{q.CoinID, q.VsCurrency}
-	if q.From != nil {
-		args = append(args, q.From.UTC())
-		where += fmt.Sprintf(" AND fetched_at >= $%d", len(args))
-	}
-	if q.To != nil {
-		args = append(args, q.To.UTC())
-		where += fmt.Sprintf(" AND fetched_at <= $%d", len(args))
-	}
+	where, args := coinRange([]any{q.CoinID, q.VsCurrency}, q.From, q.To)
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
 	var total int
@@ -227,4 +218,21 @@ func (s *Store) Latest(ctx context.Context, coinID, vsCurrency string) (Record, 
 		return Record{}, fmt.Errorf("%w: latest price: %v", ErrUnavailable, err)
 	}
 	return r, nil
+}
+
+// coinRange is the WHERE clause that picks a coin's prices in one currency,
+// fetched in [from, to] where those are set. args holds the coin ($1), the
+// currency ($2) and any arguments of the caller's after them; the bounds'
+// arguments are appended.
+func coinRange(args []any, from, to *time.Time) (string, []any) {
+	where := "coin_id = $1 AND vs_currency = $2"
+	if from != nil {
+		args = append(args, from.UTC())
+		where += fmt.Sprintf(" AND fetched_at >= $%d", len(args))
+	}
+	if to != nil {
+		args = append(args, to.UTC())
+		where += fmt.Sprintf(" AND fetched_at <= $%d", len(args))
+	}
+	return where, args
 }
