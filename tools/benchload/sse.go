@@ -30,8 +30,9 @@ type sseTarget struct {
 type received struct {
 	id pricefeed.ID
 	// latency is the receive time minus the update's fetchedAt (Redis
-	// time on this same host).
-	latency time.Duration
+	// time on this same host); toFeed is the part of it before the update
+	// was on the feed (the id's milliseconds are Redis time of the XADD).
+	latency, toFeed time.Duration
 }
 
 // sseClient is one lean stream reader: a raw connection, two 1 KB buffers
@@ -174,7 +175,7 @@ func (c *sseClient) record(id string, data []byte, at time.Time) {
 	_ = json.Unmarshal(data, &p)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.events = append(c.events, received{id: fid, latency: at.Sub(p.FetchedAt)})
+	c.events = append(c.events, received{id: fid, latency: at.Sub(p.FetchedAt), toFeed: time.UnixMilli(int64(fid.MS)).Sub(p.FetchedAt)})
 	c.last = id
 }
 
@@ -186,8 +187,9 @@ type tally struct {
 	clientsMissing int
 	delivered      int
 	latencies      []time.Duration
-	ends           int // streams that ended during the run
-	reconnected    int // clients that came back at least once
+	toFeed         []time.Duration // the fetch → feed part of each latency
+	ends           int             // streams that ended during the run
+	reconnected    int             // clients that came back at least once
 }
 
 // count compares what each client received after the feed id from with
@@ -218,6 +220,7 @@ func count(clients []*sseClient, from pricefeed.ID, want map[string][]pricefeed.
 			prev = e.id
 			t.delivered++
 			t.latencies = append(t.latencies, e.latency)
+			t.toFeed = append(t.toFeed, e.toFeed)
 		}
 		missed := 0
 		for _, id := range want[c.coin] {
