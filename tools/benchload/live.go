@@ -528,11 +528,11 @@ func runStream(ctx context.Context, h *harness, st *stackRun) (Measurement, erro
 	}
 	m.Why = strings.Join(why, "; ")
 	m.Detail += fmt.Sprintf("%d clients (%d opened in %s), %d updates in %s (1 a second per coin), %d events delivered, "+
-		"missed %d (clients missing any: %d), duplicates %d, streams ended %d; "+
+		"missed %d (clients missing any: %d), duplicates %d, streams ended and resumed %d, opens failed and retried %d (last error per client: %v); "+
 		"Redis commands per update (busy %s window minus an idle one, same clients): %.1f at %d clients (%s), %.1f at %d clients (%s); "+
 		"all commands of the busy window per update %.1f → %.1f (the rest is slot renewals, 1 script of 4 commands per stream per 15 s heartbeat); XREAD per update %.2f → %.2f; "+
 		"nginx descriptors per worker at %d clients: %s; generator: %s",
-		n, n-min(100, n), opened.Round(time.Second), updates, phase, t.delivered, t.missed, t.clientsMissing, t.duplicates, t.ends,
+		n, n-min(100, n), opened.Round(time.Second), updates, phase, t.delivered, t.missed, t.clientsMissing, t.duplicates, t.ends, t.failedOpens, t.lastErrors,
 		phase, small.marginal(), small.clients, small.top(4), large.marginal(), large.clients, large.top(4), small.total(), large.total(), feedSmall, feedLarge,
 		n, fds, l.gen.text())
 	return m, nil
@@ -577,9 +577,9 @@ func runFailover(ctx context.Context, h *harness, st *stackRun) (Measurement, er
 		why = append(why, "no client reconnected: the kill did not cut any stream")
 	}
 	m.Why = strings.Join(why, "; ")
-	m.Detail += fmt.Sprintf("%d clients, %s SIGKILLed %s in; %d updates in %s; %d clients reconnected through nginx with Last-Event-ID (%d streams ended), "+
+	m.Detail += fmt.Sprintf("%d clients, %s SIGKILLed %s in; %d updates in %s; %d clients reconnected through nginx with Last-Event-ID (%d streams ended, %d reopen attempts failed and were retried), "+
 		"missed %d (clients missing any: %d), duplicates %d, out of order %d; p50/p99 include replays after the reconnect; generator: %s",
-		n, victim.Name, killAt, updates, run, t.reconnected, t.ends, t.missed, t.clientsMissing, t.duplicates, t.disordered, l.gen.text())
+		n, victim.Name, killAt, updates, run, t.reconnected, t.ends, t.failedOpens, t.missed, t.clientsMissing, t.duplicates, t.disordered, l.gen.text())
 	return m, nil
 }
 

@@ -45,11 +45,12 @@ type sseClient struct {
 	mu     sync.Mutex
 	events []received
 	last   string // the newest event id, sent as Last-Event-ID
-	// ends counts streams that ended while the run went on; connects
-	// counts the 200 answers (1 + reconnects).
-	ends, connects int
-	status         int // the last non-200 status, 0 if none
-	err            error
+	// ends counts streams that ended while the run went on, failedOpens
+	// the attempts that got no stream (refused, non-200); connects counts
+	// the 200 answers (1 + reconnects).
+	ends, failedOpens, connects int
+	status                      int // the last non-200 status, 0 if none
+	err                         error
 }
 
 func newSSEClient(coin, token string) *sseClient {
@@ -60,6 +61,9 @@ func newSSEClient(coin, token string) *sseClient {
 func (c *sseClient) run(ctx context.Context, t sseTarget) {
 	retry := time.Second
 	for ctx.Err() == nil {
+		c.mu.Lock()
+		before := c.connects
+		c.mu.Unlock()
 		r, err := c.stream(ctx, t)
 		if r > 0 {
 			retry = r
@@ -68,7 +72,11 @@ func (c *sseClient) run(ctx context.Context, t sseTarget) {
 			return
 		}
 		c.mu.Lock()
-		c.ends++
+		if c.connects > before {
+			c.ends++
+		} else {
+			c.failedOpens++
+		}
 		c.err = err
 		c.mu.Unlock()
 		if !t.reconnect {
@@ -189,17 +197,29 @@ type tally struct {
 	latencies      []time.Duration
 	toFeed         []time.Duration // the fetch → feed part of each latency
 	ends           int             // streams that ended during the run
-	reconnected    int             // clients that came back at least once
+	failedOpens    int             // attempts to open one that failed (and were retried)
+	// lastErrors counts, by kind, the error that last ended or refused
+	// each client's stream.
+	lastErrors  map[string]int
+	reconnected int // clients that came back at least once
 }
 
 // count compares what each client received after the feed id from with
 // the updates of its coin the feed holds after it (want, by coin).
 func count(clients []*sseClient, from pricefeed.ID, want map[string][]pricefeed.ID) tally {
-	var t tally
+	t := tally{lastErrors: map[string]int{}}
 	for _, c := range clients {
 		c.mu.Lock()
+		if c.err != nil {
+			kind := loadgenKind(c.err)
+			if c.status != 0 {
+				kind = strconv.Itoa(c.status)
+			}
+			t.lastErrors[kind]++
+		}
 		t.clients++
 		t.ends += c.ends
+		t.failedOpens += c.failedOpens
 		if c.connects > 1 {
 			t.reconnected++
 		}
