@@ -82,7 +82,7 @@ func liveScenarios() []Scenario {
 		{
 			Name: "stream", Title: "stream clients over 2 gateways, 1 of 10 coins each (p50/p99: fetch → client)",
 			Env:    liveEnv,
-			Target: "every client gets every update (missed 0), delivery p99 ≤ 100 ms, RSS ≤ 150 MB per gateway, feed reads per update flat from 100 to N clients",
+			Target: "every client gets every update (missed 0), delivery p99 ≤ 100 ms, RSS ≤ 150 MB per gateway, XREAD and other Redis commands per update flat from 100 to N clients",
 			run:    runStream,
 			check: func(h *harness, m Measurement) (bool, string) {
 				var why []string
@@ -348,6 +348,26 @@ func (r redisPerUpdate) marginal() float64 {
 	return float64(sum(r.active)-sum(r.idle)) / float64(max(1, r.updates))
 }
 
+// slotCommands are what a stream slot's renewal script runs (one per
+// stream per heartbeat): counted by time, not by update. Other services use
+// them too, so this leaves some per-update work out, the same at any
+// client count.
+var slotCommands = []string{"evalsha", "time", "zadd", "pexpire"}
+
+// others is the busy window's commands other than slotCommands, per
+// update: nothing else a stream does scales with the clients, so this
+// stays flat when the feed is read once per gateway, even on a machine
+// too loaded for the idle window to hold the same renewals as the busy one.
+func (r redisPerUpdate) others() float64 {
+	n := 0
+	for c, v := range r.active {
+		if !slices.Contains(slotCommands, c) {
+			n += v
+		}
+	}
+	return float64(n) / float64(max(1, r.updates))
+}
+
 func (r redisPerUpdate) per(cmd string) float64 {
 	return float64(r.active[cmd]) / float64(max(1, r.updates))
 }
@@ -523,17 +543,19 @@ func runStream(ctx context.Context, h *harness, st *stackRun) (Measurement, erro
 	if feedLarge > 1.1*feedSmall+0.05 {
 		why = append(why, fmt.Sprintf("feed reads per update grew from %.2f (%d clients) to %.2f (%d)", feedSmall, small.clients, feedLarge, large.clients))
 	}
-	if large.marginal() > 1.1*small.marginal()+1 {
-		why = append(why, fmt.Sprintf("Redis commands per update grew from %.1f (%d clients) to %.1f (%d)", small.marginal(), small.clients, large.marginal(), large.clients))
+	if large.others() > 1.1*small.others()+1 {
+		why = append(why, fmt.Sprintf("Redis commands per update (other than %s) grew from %.1f (%d clients) to %.1f (%d)",
+			strings.Join(slotCommands, "/"), small.others(), small.clients, large.others(), large.clients))
 	}
 	m.Why = strings.Join(why, "; ")
 	m.Detail += fmt.Sprintf("%d clients (%d opened in %s), %d updates in %s (1 a second per coin), %d events delivered, "+
 		"missed %d (clients missing any: %d), duplicates %d, streams ended and resumed %d, opens failed and retried %d (last error per client: %v); "+
 		"Redis commands per update (busy %s window minus an idle one, same clients): %.1f at %d clients (%s), %.1f at %d clients (%s); "+
-		"all commands of the busy window per update %.1f → %.1f (the rest is slot renewals, 1 script of 4 commands per stream per 15 s heartbeat); XREAD per update %.2f → %.2f; "+
+		"all commands of the busy window per update %.1f → %.1f (the rest is slot renewals, 1 script of 4 commands per stream per 15 s heartbeat); "+
+		"per update without %s: %.1f → %.1f; XREAD per update %.2f → %.2f; "+
 		"nginx descriptors per worker at %d clients: %s; generator: %s",
 		n, n-min(100, n), opened.Round(time.Second), updates, phase, t.delivered, t.missed, t.clientsMissing, t.duplicates, t.ends, t.failedOpens, t.lastErrors,
-		phase, small.marginal(), small.clients, small.top(4), large.marginal(), large.clients, large.top(4), small.total(), large.total(), feedSmall, feedLarge,
+		phase, small.marginal(), small.clients, small.top(4), large.marginal(), large.clients, large.top(4), small.total(), large.total(), strings.Join(slotCommands, "/"), small.others(), large.others(), feedSmall, feedLarge,
 		n, fds, l.gen.text())
 	return m, nil
 }
