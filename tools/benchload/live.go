@@ -139,7 +139,6 @@ func runHot(ctx context.Context, h *harness, st *stackRun) (Measurement, error) 
 
 // liveRun is the shared machinery of the stream scenarios.
 type liveRun struct {
-	h      *harness
 	st     *stackRun
 	rdb    *redis.Client
 	target sseTarget
@@ -154,7 +153,7 @@ type liveRun struct {
 	gen     genStats
 }
 
-func newLiveRun(ctx context.Context, h *harness, st *stackRun, reconnect bool) (*liveRun, error) {
+func newLiveRun(ctx context.Context, st *stackRun) (*liveRun, error) {
 	opt, err := redis.ParseURL(st.RedisURL)
 	if err != nil {
 		return nil, err
@@ -175,8 +174,8 @@ func newLiveRun(ctx context.Context, h *harness, st *stackRun, reconnect bool) (
 	}
 	cctx, cancel := context.WithCancel(ctx)
 	return &liveRun{
-		h: h, st: st, rdb: redis.NewClient(opt), ctx: cctx, cancel: cancel, tokens: tokens,
-		target: sseTarget{addr: u.Host, dials: make(chan struct{}, 128), reconnect: reconnect},
+		st: st, rdb: redis.NewClient(opt), ctx: cctx, cancel: cancel, tokens: tokens,
+		target: sseTarget{addr: u.Host, dials: make(chan struct{}, 128), reconnect: true},
 		gen:    genStats{status: map[int]int{}, errors: map[string]int{}},
 	}, nil
 }
@@ -503,7 +502,7 @@ func (l *liveRun) measurement(t tally, notConnected int, elapsed time.Duration) 
 // rest up to N, counts again and checks every client got every update.
 func runStream(ctx context.Context, h *harness, st *stackRun) (Measurement, error) {
 	n := h.streamClients()
-	l, err := newLiveRun(ctx, h, st, true)
+	l, err := newLiveRun(ctx, st)
 	if err != nil {
 		return Measurement{}, err
 	}
@@ -564,7 +563,7 @@ func runStream(ctx context.Context, h *harness, st *stackRun) (Measurement, erro
 // clients, and checks each got every update anyway.
 func runFailover(ctx context.Context, h *harness, st *stackRun) (Measurement, error) {
 	n := h.failoverClients()
-	l, err := newLiveRun(ctx, h, st, true)
+	l, err := newLiveRun(ctx, st)
 	if err != nil {
 		return Measurement{}, err
 	}
