@@ -101,11 +101,12 @@ bench: deps ## benchmarks on real Redis, Postgres and nginx; numbers in bench/re
 	  go test -run='^$$' -bench=WaitingClients -benchtime=2x ./e2e/; } 2>&1 \
 	  | grep -vE '^\s*\[' | tee bench/results.txt
 
-# make bench-load [BASE=<git rev>] [BENCH_QUICK=1] [BENCH_OUT=bench/load-x.txt]
+# make bench-load [BASE=<git rev>] [BENCH_QUICK=1] [BENCH_OUT=bench/load-x.txt] [BENCH_SCENARIOS=stream,failover]
 BENCH_OUT ?=
+BENCH_SCENARIOS ?=
 .PHONY: bench-load
 bench-load: deps ## load benchmark through real nginx (wrk, tools/loadgen); table printed and written to bench/load-*.txt
-	go run ./tools/benchload/cmd/benchload $(if $(BASE),-base '$(BASE)') $(if $(filter 1,$(BENCH_QUICK)),-quick) $(if $(BENCH_OUT),-out '$(BENCH_OUT)')
+	go run ./tools/benchload/cmd/benchload $(if $(BASE),-base '$(BASE)') $(if $(filter 1,$(BENCH_QUICK)),-quick) $(if $(BENCH_OUT),-out '$(BENCH_OUT)') $(if $(BENCH_SCENARIOS),-scenarios '$(BENCH_SCENARIOS)')
 
 run: deps ## the whole topology on :$(PORT) from local binaries, against the real CoinGecko
 	GATEWAYS=$(GATEWAYS) FETCHERS=$(FETCHERS) PORT=$(PORT) go run ./tools/devstack/cmd/devstack run

@@ -58,6 +58,9 @@ type Options struct {
 	Duration time.Duration
 	// WaitingClients, when positive, overrides the waiting-clients count.
 	WaitingClients int
+	// StreamClients, when positive, overrides the stream clients count
+	// (10,000; 1,000 quick).
+	StreamClients int
 	// Log receives progress lines; nil discards them.
 	Log io.Writer
 }
@@ -182,8 +185,13 @@ func Run(ctx context.Context, opts Options) (_ *Report, err error) {
 
 	var errs []error
 	for _, sc := range scenarios {
-		if sc.Name == "waiting" {
+		switch sc.Name {
+		case "waiting":
 			sc.Title = fmt.Sprintf("%d clients waiting out one 5 s window, 10 coins", h.waitingClients())
+		case "stream":
+			sc.Title = fmt.Sprintf("%d stream clients over 2 gateways, 1 of 10 coins each (p50/p99: fetch → client)", h.streamClients())
+		case "failover":
+			sc.Title = fmt.Sprintf("gateway SIGKILLed under %d stream clients, reconnect via nginx", h.failoverClients())
 		}
 		row := Row{Scenario: sc}
 		for _, b := range rep.Builds {

@@ -115,7 +115,7 @@ func TestSelectScenarios(t *testing.T) {
 	if _, err := selectScenarios([]string{"nope"}); err == nil || !strings.Contains(err.Error(), "openloop") {
 		t.Errorf("unknown scenario: %v", err)
 	}
-	if all, _ := selectScenarios(nil); len(all) != len(ScenarioNames()) || len(all) != 7 {
+	if all, _ := selectScenarios(nil); len(all) != len(ScenarioNames()) || len(all) != 10 {
 		t.Errorf("all = %d", len(all))
 	}
 }

@@ -111,7 +111,7 @@ func scenarios() []Scenario {
 			})
 		}
 	}
-	return []Scenario{
+	return append([]Scenario{
 		{
 			Name: "machinery", Title: "machinery: no budget, hot coin, -c64",
 			Env:    map[string]string{"COINGECKO_RATE_LIMIT": "0"},
@@ -195,7 +195,7 @@ func scenarios() []Scenario {
 				return all(ok2xx(m), verdict(why))
 			},
 		},
-	}
+	}, liveScenarios()...)
 }
 
 // A check is a pass or a reason.
@@ -340,6 +340,7 @@ type priceAnswer struct {
 		ID          string `json:"id"`
 		Size        int    `json:"size"`
 		FlushReason string `json:"flushReason"`
+		Source      string `json:"source"`
 	}
 	err error
 }

@@ -6,6 +6,7 @@
 //	benchload -quick                  seconds per scenario, 2,000 waiting clients (env BENCH_QUICK=1)
 //	benchload -base main              also build and measure main, before → after in each cell (env BASE)
 //	benchload -scenarios machinery,openloop
+//	benchload -scenarios hot,stream,failover -out bench/load-live.txt   (the live-price targets)
 //
 // It exits 0 whether targets pass or fail (they are information, and the
 // machine is noisy); 1 only when the run itself broke: a build, a stack, a
@@ -49,6 +50,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	only := fs.String("scenarios", "", "comma-separated scenarios to run (default all): "+strings.Join(benchload.ScenarioNames(), ","))
 	fs.DurationVar(&opts.Duration, "duration", 0, "override every timed scenario's length")
 	fs.IntVar(&opts.WaitingClients, "clients", 0, "override the waiting-clients count (10,000; 2,000 quick)")
+	fs.IntVar(&opts.StreamClients, "stream-clients", 0, "override the stream-clients count (10,000; 1,000 quick)")
 	fs.StringVar(&opts.Dir, "dir", "", "keep binaries, stacks and logs here (default: a temporary directory, removed)")
 	if err := fs.Parse(args); err != nil {
 		return err
