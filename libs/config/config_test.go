@@ -3,6 +3,7 @@ package config
 import (
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -169,5 +170,22 @@ func TestExamplePlaceholdersAreRefused(t *testing.T) {
 	r.Required("ADMIN_PASS")
 	if err := r.Err(); err != nil {
 		t.Errorf("values of one's own refused: %v", err)
+	}
+}
+
+// Docker's env_file (compose) keeps an inline comment after an empty value
+// as the value itself, so a user's unedited `cp .env.example .env` would
+// stop the service; the Docker guide test found it. Every empty value in
+// .env.example must stand alone on its line.
+func TestEnvExampleHasNoCommentAfterAnEmptyValue(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join("..", "..", ".env.example"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	emptyThenComment := regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*=\s+#`)
+	for i, line := range strings.Split(string(raw), "\n") {
+		if emptyThenComment.MatchString(line) {
+			t.Errorf(".env.example:%d: %q: env_file would read the comment as the value", i+1, line)
+		}
 	}
 }
