@@ -37,6 +37,11 @@ type Options struct {
 	ReadTimeout  time.Duration
 	WriteTimeout time.Duration
 	IdleTimeout  time.Duration
+	// KeepHijacked leaves a hijacked connection to its handler, which may
+	// return at once and close it later (fasthttp's KeepHijackedConns):
+	// fasthttp then frees the request's buffers instead of holding them
+	// for the connection's life.
+	KeepHijacked bool
 }
 
 // MaxRequestHead bounds a request's line and headers together; a longer head
@@ -86,6 +91,7 @@ func New(o Options) *fiber.App {
 		IdleTimeout:    o.IdleTimeout,
 		ReadBufferSize: MaxRequestHead,
 	})
+	app.Server().KeepHijackedConns = o.KeepHijacked
 	reqs := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "http_requests_total", Help: "HTTP requests answered, by route and status.",
 	}, []string{"method", "route", "status"})

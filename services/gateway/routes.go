@@ -34,6 +34,7 @@ type deps struct {
 	pub      pricereq.Publisher
 	hub      *reply.Hub
 	streams  *pricestream.Hub
+	slots    *pricestream.Slots
 	store    PriceStore
 	registry *prometheus.Registry
 }

@@ -80,6 +80,10 @@ func run(ctx context.Context, getenv config.Getenv, stdout io.Writer, ready chan
 	// another gateway.
 	stopDrain := context.AfterFunc(ctx, streams.Drain)
 	defer stopDrain()
+	// Each gateway renews its streams' per-user slots together.
+	slots := pricestream.NewSlots(rdb, cfg.StreamsPerUser, 3*cfg.StreamHeartbeat)
+	wg.Add(1)
+	go func() { defer wg.Done(); slots.Keep(hubCtx, log) }()
 
 	if cfg.PprofAddr != "" {
 		wg.Add(1)
@@ -95,12 +99,22 @@ func run(ctx context.Context, getenv config.Getenv, stdout io.Writer, ready chan
 	app := web.New(web.Options{
 		Service: "gateway", Instance: cfg.InstanceID, Log: log, Registry: reg, Translate: translate,
 		BodyLimit: 4 << 10, WriteTimeout: cfg.ResultTimeout + 10*time.Second,
+		// Price streams take their connections over (stream.go).
+		KeepHijacked: true,
 	})
 	routes(app, deps{
 		log: log, cfg: cfg, verifier: verifier, limiter: throttle.New(rdb),
-		redis: rdb, pub: pub, hub: hub, streams: streams,
+		redis: rdb, pub: pub, hub: hub, streams: streams, slots: slots,
 		store: store, registry: reg,
 	})
 
-	return web.ListenAndServe(ctx, app, cfg.Addr(), cfg.ShutdownGrace, log, ready)
+	err = web.ListenAndServe(ctx, app, cfg.Addr(), cfg.ShutdownGrace, log, ready)
+	// The streams own their connections, so the server's graceful stop does
+	// not wait for them: wait here until each has sent its reconnect hint.
+	wctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
+	defer cancel()
+	if werr := streams.Closed(wctx); werr != nil {
+		log.Warn("streams still open at the end of the grace period", zap.Error(werr))
+	}
+	return err
 }

@@ -1,17 +1,17 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/valyala/fasthttp"
 	"go.uber.org/zap"
 
 	"cryptopulse/libs/httperr"
@@ -98,7 +98,6 @@ func streamMetrics(d deps) prometheus.Counter {
 // price update feed for the ids asked.
 func handleStream(d deps) fiber.Handler {
 	opened := streamMetrics(d)
-	slots := pricestream.Slots{RDB: d.redis, Cap: d.cfg.StreamsPerUser, TTL: 3 * d.cfg.StreamHeartbeat}
 	return func(c *fiber.Ctx) error {
 		r, err := parseStream(c)
 		if err != nil {
@@ -110,14 +109,14 @@ func handleStream(d deps) fiber.Handler {
 		}
 		streamID := d.cfg.InstanceID + ":" + web.NewID()
 		ctx, cancel := context.WithTimeout(c.UserContext(), time.Second)
-		ok, retry, err := slots.Acquire(ctx, r.subject, streamID)
+		ok, retry, err := d.slots.Acquire(ctx, r.subject, streamID)
 		cancel()
 		if err != nil {
 			return fmt.Errorf("%w: %v", errRedis, err)
 		}
 		if !ok {
 			return httperr.New(http.StatusTooManyRequests,
-				fmt.Sprintf("Too many open streams: at most %d per user; close one first", d.cfg.StreamsPerUser)).
+				fmt.Sprintf("Too many open streams: at most %d per user; close one first", d.slots.Cap())).
 				WithHeader(fiber.HeaderRetryAfter, httperr.RetryAfter(max(retry, time.Second).Milliseconds()))
 		}
 		opened.Inc()
@@ -127,11 +126,8 @@ func handleStream(d deps) fiber.Handler {
 		case <-time.After(2 * time.Second):
 		}
 		sub, newest := d.streams.Subscribe(r.keys)
-		c.Set(fiber.HeaderContentType, "text/event-stream; charset=utf-8")
-		// nginx passes the events on as they come rather than buffering them.
-		c.Set("X-Accel-Buffering", "no")
-		s := &stream{d: d, req: r, sub: sub, newest: newest, conn: c.Context().Conn(), slots: slots, id: streamID}
-		c.Context().SetBodyStreamWriter(fasthttp.StreamWriter(s.run))
+		s := &stream{d: d, req: r, sub: sub, newest: newest, id: streamID}
+		s.hijack(c)
 		return nil
 	}
 }
@@ -143,25 +139,83 @@ type stream struct {
 	req    streamRequest
 	sub    *pricestream.Sub
 	newest []*pricestream.Event
-	conn   interface{ SetWriteDeadline(time.Time) error }
-	slots  pricestream.Slots
 	id     string
+	w      chunkWriter
+	// state is streamPending until the connection is handed over, then
+	// streamRunning, or streamAbandoned if it never was.
+	state atomic.Int32
 	// sent is the newest event id written: live events up to it were
 	// already sent by the resume.
 	sent pricefeed.ID
 }
 
-func (s *stream) run(w *bufio.Writer) {
-	defer func() {
-		s.d.streams.Unsubscribe(s.sub)
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		if err := s.slots.Release(ctx, s.req.subject, s.id); err != nil {
-			s.d.log.Warn("releasing a stream slot failed; it lapses by itself", zap.Error(err))
+const (
+	streamPending int32 = iota
+	streamRunning
+	streamAbandoned
+)
+
+// hijack takes the connection from fasthttp once the handler returns and
+// writes the events straight onto it. fasthttp's body-stream writer would
+// put an in-memory pipe, a second goroutine and a pair of buffers between
+// each stream and its socket (about 56 KB a stream, and two goroutine
+// hand-offs per event); a hijacked connection costs one goroutine.
+func (s *stream) hijack(c *fiber.Ctx) {
+	fc := c.Context()
+	fc.Response.Header.SetContentType("text/event-stream; charset=utf-8")
+	// Each stream is its own: no cache on the way may keep or share it.
+	fc.Response.Header.Set(fiber.HeaderCacheControl, "no-cache")
+	// nginx passes the events on as they come rather than buffering them.
+	fc.Response.Header.Set("X-Accel-Buffering", "no")
+	fc.Response.Header.SetContentLength(-1) // chunked
+	// The connection ends with the stream: never back in a keep-alive pool.
+	fc.Response.SetConnectionClose()
+	head := fc.IsHead()
+	fc.HijackSetNoResponse(true)
+	// fasthttp hands the connection over unless it broke first; then nobody
+	// else would end the subscription and give the slot back.
+	abandon := time.AfterFunc(streamWriteTimeout, func() {
+		if s.state.CompareAndSwap(streamPending, streamAbandoned) {
+			s.end()
 		}
+	})
+	fc.Hijack(func(conn net.Conn) {
+		abandon.Stop()
+		if !s.state.CompareAndSwap(streamPending, streamRunning) {
+			_ = conn.Close()
+			return
+		}
+		// The head is read here, once every middleware has added its headers.
+		h := fc.Response.Header.Header()
+		if u, ok := conn.(interface{ UnsafeConn() net.Conn }); ok {
+			conn = u.UnsafeConn()
+		}
+		s.w = chunkWriter{conn: conn, head: append([]byte(nil), h...), headOnly: head}
+		// Keeping hijacked connections (web.Options.KeepHijacked) lets this
+		// handler return now, and fasthttp free the request's buffers.
+		go s.run()
+	})
+}
+
+// end unsubscribes and gives the slot back.
+func (s *stream) end() {
+	s.d.streams.Unsubscribe(s.sub)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if err := s.d.slots.Release(ctx, s.req.subject, s.id); err != nil {
+		s.d.log.Warn("releasing a stream slot failed; it lapses by itself", zap.Error(err))
+	}
+}
+
+func (s *stream) run() {
+	defer func() {
+		s.w.close()
+		s.end()
 	}()
-	if err := s.start(w); err != nil {
-		s.d.log.Debug("stream ended while starting", zap.Error(err))
+	if err := s.start(); err != nil || s.w.headOnly {
+		if err != nil {
+			s.d.log.Debug("stream ended while starting", zap.Error(err))
+		}
 		return
 	}
 	beat := time.NewTicker(s.d.cfg.StreamHeartbeat)
@@ -170,23 +224,16 @@ func (s *stream) run(w *bufio.Writer) {
 		var err error
 		select {
 		case ev := <-s.sub.Events():
-			err = s.events(w, ev)
+			err = s.events(ev)
 		case <-beat.C:
-			err = s.write(w, []byte(": heartbeat\n\n"))
-			if err == nil {
-				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-				if rerr := s.slots.Renew(ctx, s.req.subject, s.id); rerr != nil {
-					s.d.log.Warn("renewing a stream slot failed", zap.Error(rerr))
-				}
-				cancel()
-			}
+			err = s.write([]byte(": heartbeat\n\n"))
 		case <-s.sub.Dropped():
 			// Too slow: whatever it has not read is replayed when it comes
 			// back with its Last-Event-ID.
 			s.d.log.Info("dropping a stream that fell behind", zap.String("stream", s.id))
 			return
 		case <-s.d.streams.Draining():
-			_ = s.write(w, []byte(fmt.Sprintf("retry: %d\nevent: reconnect\ndata: {\"message\":\"This instance is stopping; reconnect with Last-Event-ID to resume\"}\n\n",
+			_ = s.write([]byte(fmt.Sprintf("retry: %d\nevent: reconnect\ndata: {\"message\":\"This instance is stopping; reconnect with Last-Event-ID to resume\"}\n\n",
 				s.d.cfg.StreamRetry.Milliseconds())))
 			return
 		}
@@ -196,20 +243,24 @@ func (s *stream) run(w *bufio.Writer) {
 	}
 }
 
-// start sends the reconnect delay, then either what the client missed
-// since its Last-Event-ID or, for a new stream, the newest price of each id.
-func (s *stream) start(w *bufio.Writer) error {
-	if err := s.write(w, []byte("retry: "+strconv.FormatInt(s.d.cfg.StreamRetry.Milliseconds(), 10)+"\n\n")); err != nil {
+// start sends the head and the reconnect delay, then either what the
+// client missed since its Last-Event-ID or, for a new stream, the newest
+// price of each id.
+func (s *stream) start() error {
+	if s.w.headOnly {
+		return s.w.flush()
+	}
+	if err := s.write([]byte("retry: " + strconv.FormatInt(s.d.cfg.StreamRetry.Milliseconds(), 10) + "\n\n")); err != nil {
 		return err
 	}
 	if s.req.after != "" {
-		resumed, err := s.resume(w)
+		resumed, err := s.resume()
 		if err != nil || resumed {
 			return err
 		}
 	}
 	for _, ev := range s.newest {
-		if err := s.event(w, ev); err != nil {
+		if err := s.event(ev); err != nil {
 			return err
 		}
 	}
@@ -219,7 +270,7 @@ func (s *stream) start(w *bufio.Writer) error {
 // resume replays the updates of the stream's ids after its Last-Event-ID.
 // When some of them were trimmed off the feed it says so in a "gap" event
 // and reports false: the caller then sends the newest prices instead.
-func (s *stream) resume(w *bufio.Writer) (bool, error) {
+func (s *stream) resume() (bool, error) {
 	after, _ := pricefeed.ParseID(s.req.after)
 	s.sent = after
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -233,7 +284,7 @@ func (s *stream) resume(w *bufio.Writer) (bool, error) {
 			"lastEventId": s.req.after,
 			"message":     "Updates after lastEventId are no longer retained; the newest prices follow",
 		})
-		return false, s.write(w, append(append([]byte("event: gap\ndata: "), body...), "\n\n"...))
+		return false, s.write(append(append([]byte("event: gap\ndata: "), body...), "\n\n"...))
 	}
 	want := make(map[string]bool, len(s.req.keys))
 	for _, k := range s.req.keys {
@@ -253,9 +304,10 @@ func (s *stream) resume(w *bufio.Writer) (bool, error) {
 			if err != nil {
 				continue
 			}
-			if err := s.event(w, ev); err != nil {
-				return false, err
-			}
+			s.buffer(ev)
+		}
+		if err := s.w.flush(); err != nil {
+			return false, err
 		}
 		if len(ups) < replayPage {
 			return true, nil
@@ -266,37 +318,83 @@ func (s *stream) resume(w *bufio.Writer) (bool, error) {
 
 // events writes ev and whatever else is already waiting, then flushes
 // once: a burst costs one write to the client, not one per update.
-func (s *stream) events(w *bufio.Writer, ev *pricestream.Event) error {
-	s.deadline()
-	s.buffer(w, ev)
+func (s *stream) events(ev *pricestream.Event) error {
+	s.buffer(ev)
 	for range len(s.sub.Events()) {
-		s.buffer(w, <-s.sub.Events())
+		s.buffer(<-s.sub.Events())
 	}
-	return w.Flush()
+	return s.w.flush()
 }
 
 // event writes ev unless the client has it already.
-func (s *stream) event(w *bufio.Writer, ev *pricestream.Event) error {
-	s.deadline()
-	s.buffer(w, ev)
-	return w.Flush()
+func (s *stream) event(ev *pricestream.Event) error {
+	s.buffer(ev)
+	return s.w.flush()
 }
 
-func (s *stream) buffer(w *bufio.Writer, ev *pricestream.Event) {
+func (s *stream) buffer(ev *pricestream.Event) {
 	if !s.sent.Less(ev.ID) {
 		return
 	}
 	s.sent = ev.ID
-	// A bufio.Writer keeps its first error and reports it on Flush.
-	_, _ = w.Write(ev.Frame)
+	s.w.add(ev.Frame)
 }
 
-func (s *stream) write(w *bufio.Writer, b []byte) error {
-	s.deadline()
-	_, _ = w.Write(b)
-	return w.Flush()
+func (s *stream) write(b []byte) error {
+	s.w.add(b)
+	return s.w.flush()
 }
 
-// deadline gives the writes about to happen streamWriteTimeout, before
-// any of them can reach the connection (a full buffer writes through).
-func (s *stream) deadline() { _ = s.conn.SetWriteDeadline(time.Now().Add(streamWriteTimeout)) }
+// chunkWriter writes a stream's response onto its connection: the head
+// first, then each flush as one HTTP/1.1 chunk in one system call.
+type chunkWriter struct {
+	conn net.Conn
+	// head is the response head, sent with the first flush.
+	head []byte
+	// headOnly answers a HEAD request: the head and nothing else.
+	headOnly bool
+	buf      []byte
+	size     [16]byte
+}
+
+// keepBuffer is the largest buffer a stream keeps between flushes; a
+// burst's bigger one is left to the garbage collector.
+const keepBuffer = 4 << 10
+
+func (w *chunkWriter) add(b []byte) { w.buf = append(w.buf, b...) }
+
+// flush writes what was added, within streamWriteTimeout: a client that
+// stops reading is cut off after it, rather than holding its connection.
+func (w *chunkWriter) flush() error {
+	if len(w.buf) == 0 && w.head == nil {
+		return nil
+	}
+	out := net.Buffers{}
+	if w.head != nil {
+		out = append(out, w.head)
+		w.head = nil
+	}
+	if len(w.buf) > 0 && !w.headOnly {
+		size := strconv.AppendInt(w.size[:0], int64(len(w.buf)), 16)
+		out = append(out, append(size, "\r\n"...), w.buf, crlf)
+	}
+	_ = w.conn.SetWriteDeadline(time.Now().Add(streamWriteTimeout))
+	_, err := out.WriteTo(w.conn)
+	if cap(w.buf) > keepBuffer {
+		w.buf = nil
+	}
+	w.buf = w.buf[:0]
+	return err
+}
+
+var crlf = []byte("\r\n")
+
+// close ends the body with the last chunk, when the client still reads,
+// and closes the connection.
+func (w *chunkWriter) close() {
+	if w.head == nil && !w.headOnly {
+		_ = w.conn.SetWriteDeadline(time.Now().Add(time.Second))
+		_, _ = w.conn.Write([]byte("0\r\n\r\n"))
+	}
+	_ = w.conn.Close()
+}

@@ -28,8 +28,10 @@ import (
 type sseClient struct {
 	resp   *http.Response
 	events chan sse.Event
-	// done is closed when the server ends the stream.
+	// done is closed when the server ends the stream; err then says how
+	// the body ended (nil: with its last chunk).
 	done chan struct{}
+	err  error
 }
 
 // openStream opens GET path with the headers; it fails the test unless the
@@ -45,7 +47,7 @@ func openStream(t *testing.T, base, path string, header map[string]string) *sseC
 	c := &sseClient{resp: resp, events: make(chan sse.Event, 100_000), done: make(chan struct{})}
 	go func() {
 		defer close(c.done)
-		_ = sse.Read(resp.Body, func(ev sse.Event) bool { c.events <- ev; return true })
+		c.err = sse.Read(resp.Body, func(ev sse.Event) bool { c.events <- ev; return true })
 	}()
 	t.Cleanup(c.close)
 	return c
@@ -170,8 +172,10 @@ func TestStreamSendsNewestPricesThenEachUpdate(t *testing.T) {
 	base := streamGateway(t, r, nil)
 
 	s := openStream(t, base, "/v1/prices/stream?ids=ethereum,bitcoin,solana", bearer(t, "alice"))
-	if s.resp.Header.Get("X-Accel-Buffering") != "no" || s.resp.Header.Get("X-Instance-Id") == "" {
-		t.Errorf("headers %v", s.resp.Header)
+	if s.resp.Header.Get("X-Accel-Buffering") != "no" || s.resp.Header.Get("X-Instance-Id") == "" ||
+		s.resp.Header.Get("X-Request-Id") == "" || s.resp.Header.Get("Cache-Control") != "no-cache" ||
+		len(s.resp.TransferEncoding) != 1 || s.resp.TransferEncoding[0] != "chunked" {
+		t.Errorf("headers %v transfer encoding %v, want the usual ones, no-cache and chunked", s.resp.Header, s.resp.TransferEncoding)
 	}
 	first := s.prices(t, 2)
 	wantPrice(t, first[0], btcID, btc)
@@ -536,6 +540,9 @@ func TestStoppingGatewayEndsStreamsWithRetryAndResumeLosesNothing(t *testing.T) 
 	}
 	select {
 	case <-s.done:
+		if s.err != nil {
+			t.Errorf("the stream's body ended with %v, want its last chunk", s.err)
+		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the stream did not end on shutdown")
 	}

@@ -9,6 +9,7 @@ package pricestream
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"slices"
 	"sort"
 	"strconv"
@@ -247,6 +248,23 @@ func (h *Hub) Stats() (open int, dropped int64) {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	return h.open, h.dropped
+}
+
+// Closed waits until no subscription is left, or ctx is done.
+func (h *Hub) Closed(ctx context.Context) error {
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if open, _ := h.Stats(); open == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			open, _ := h.Stats()
+			return fmt.Errorf("%d streams open: %w", open, ctx.Err())
+		case <-tick.C:
+		}
+	}
 }
 
 // Drain tells every stream to end with a reconnect hint: the gateway is
