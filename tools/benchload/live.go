@@ -319,10 +319,11 @@ func (l *liveRun) commandStats(ctx context.Context) (map[string]int, error) {
 }
 
 // redisPerUpdate is the Redis commands of one generation window, per
-// update. Streams cost Redis work by time too (each renews its slot on
-// every heartbeat, and each gateway's feed read times out every second
-// when idle), so an idle window of the same length with the same clients
-// is counted as well: the difference is the work the updates caused.
+// update. Streams cost Redis work by time too (each gateway renews its
+// streams' slots every heartbeat, once per user streaming, and its feed read
+// times out every second when idle), so an idle window of the same length
+// with the same clients is counted as well: the difference is the work the
+// updates caused.
 type redisPerUpdate struct {
 	clients, updates int
 	idle, active     map[string]int
@@ -347,8 +348,9 @@ func (r redisPerUpdate) marginal() float64 {
 	return float64(sum(r.active)-sum(r.idle)) / float64(max(1, r.updates))
 }
 
-// slotCommands are what a stream slot's renewal script runs (one per
-// stream per heartbeat): counted by time, not by update. Other services use
+// slotCommands are what the stream slots' renewal script runs (one per
+// gateway per heartbeat, a few users to a call; before 8ebc5a6 one per
+// stream): counted by time, not by update. Other services use
 // them too, so this leaves some per-update work out, the same at any
 // client count.
 var slotCommands = []string{"evalsha", "time", "zadd", "pexpire"}
@@ -411,7 +413,7 @@ const streamHeartbeat = 15 * time.Second
 
 // redisWindow is how long each Redis counting window lasts: a whole
 // number of heartbeats (STREAM_HEARTBEAT_MS, 15 s), so an idle and a busy
-// window hold the same slot renewals, one per stream per heartbeat.
+// window hold the same slot renewals.
 func (h *harness) redisWindow() time.Duration {
 	if h.opts.Quick {
 		return streamHeartbeat
@@ -550,7 +552,7 @@ func runStream(ctx context.Context, h *harness, st *stackRun) (Measurement, erro
 	m.Detail += fmt.Sprintf("%d clients (%d opened in %s), %d updates in %s (1 a second per coin), %d events delivered, "+
 		"missed %d (clients missing any: %d), duplicates %d, streams ended and resumed %d, opens failed and retried %d (last error per client: %v); "+
 		"Redis commands per update (busy %s window minus an idle one, same clients): %.1f at %d clients (%s), %.1f at %d clients (%s); "+
-		"all commands of the busy window per update %.1f → %.1f (the rest is slot renewals, 1 script of 4 commands per stream per 15 s heartbeat); "+
+		"all commands of the busy window per update %.1f → %.1f (the rest is slot renewals: per 15 s heartbeat, one script per gateway for all its streams' slots); "+
 		"per update without %s: %.1f → %.1f; XREAD per update %.2f → %.2f; "+
 		"nginx descriptors per worker at %d clients: %s; generator: %s",
 		n, n-min(100, n), opened.Round(time.Second), updates, phase, t.delivered, t.missed, t.clientsMissing, t.duplicates, t.ends, t.failedOpens, t.lastErrors,
