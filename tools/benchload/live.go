@@ -224,9 +224,12 @@ type genStats struct {
 }
 
 // generate asks for each coin once per updatePeriod for d, through nginx:
-// with liveEnv each request is one fetch and one update. during, when set,
-// runs once at the given offset.
-func (l *liveRun) generate(ctx context.Context, d time.Duration, at time.Duration, during func()) {
+// with liveEnv each request is one fetch and one update. All coins are
+// asked at once (every client's update lands in the same instant, the
+// hardest case for delivery), unless staggered: then the coins are asked
+// evenly spread over the period, the same 10 updates a second. during,
+// when set, runs once at the given offset.
+func (l *liveRun) generate(ctx context.Context, d time.Duration, staggered bool, at time.Duration, during func()) {
 	client := &http.Client{Timeout: 20 * time.Second}
 	var wg sync.WaitGroup
 	tick := time.NewTicker(updatePeriod)
@@ -237,10 +240,17 @@ func (l *liveRun) generate(ctx context.Context, d time.Duration, at time.Duratio
 		fired = time.After(at)
 	}
 	round := func() {
-		for _, coin := range liveCoins {
+		for i, coin := range liveCoins {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
+				if staggered {
+					select {
+					case <-ctx.Done():
+						return
+					case <-time.After(time.Duration(i) * updatePeriod / time.Duration(len(liveCoins))):
+					}
+				}
 				a := getPrice(ctx, client, l.st, coin)
 				l.gen.mu.Lock()
 				defer l.gen.mu.Unlock()
@@ -446,7 +456,7 @@ func (l *liveRun) measureRedis(ctx context.Context, d time.Duration) (redisPerUp
 	if err != nil {
 		return r, from, err
 	}
-	if r.active, err = l.commandDelta(ctx, func() { l.generate(ctx, d, 0, nil) }); err != nil {
+	if r.active, err = l.commandDelta(ctx, func() { l.generate(ctx, d, false, 0, nil) }); err != nil {
 		return r, from, err
 	}
 	_, r.updates, err = l.updatesAfter(ctx, from)
@@ -533,12 +543,29 @@ func runStream(ctx context.Context, h *harness, st *stackRun) (Measurement, erro
 	t := count(l.clients, from, want)
 	m := l.measurement(t, missing, time.Since(start))
 
+	// The same rate with the coins' updates spread over each second: how
+	// delivery fares when not every client's update lands at once.
+	from2, err := l.newest(ctx)
+	if err != nil {
+		return Measurement{}, err
+	}
+	l.generate(ctx, phase/2, true, 0, nil)
+	want2, updates2, err := l.settle(ctx, from2)
+	if err != nil {
+		return Measurement{}, err
+	}
+	t2 := count(l.clients, from2, want2)
+	slices.Sort(t2.latencies)
+
 	var why []string
 	if m.Why != "" {
 		why = append(why, m.Why)
 	}
-	if updates == 0 {
+	if updates == 0 || updates2 == 0 {
 		why = append(why, "no updates")
+	}
+	if t2.missed > 0 || t2.duplicates > 0 || t2.disordered > 0 {
+		why = append(why, fmt.Sprintf("staggered: %d updates missed by %d clients, %d duplicates, %d out of order", t2.missed, t2.clientsMissing, t2.duplicates, t2.disordered))
 	}
 	feedSmall, feedLarge := small.per("xread"), large.per("xread")
 	if feedLarge > 1.1*feedSmall+0.05 {
@@ -558,6 +585,9 @@ func runStream(ctx context.Context, h *harness, st *stackRun) (Measurement, erro
 		n, n-min(100, n), opened.Round(time.Second), updates, phase, t.delivered, t.missed, t.clientsMissing, t.duplicates, t.ends, t.failedOpens, t.lastErrors,
 		phase, small.marginal(), small.clients, small.top(4), large.marginal(), large.clients, large.top(4), small.total(), large.total(), strings.Join(slotCommands, "/"), small.others(), large.others(), feedSmall, feedLarge,
 		n, fds, l.gen.text())
+	m.Detail += fmt.Sprintf("; staggered (the same 10 updates a second, the coins asked %s apart, %s): %d updates, %d events, missed %d, p50 %s, p99 %s",
+		updatePeriod/time.Duration(len(liveCoins)), phase/2, updates2, t2.delivered, t2.missed,
+		ms(loadgen.Percentile(t2.latencies, 50)), ms(loadgen.Percentile(t2.latencies, 99)))
 	return m, nil
 }
 
@@ -579,7 +609,7 @@ func runFailover(ctx context.Context, h *harness, st *stackRun) (Measurement, er
 	run, killAt := h.duration(20*time.Second, 10*time.Second), h.duration(5*time.Second, 3*time.Second)
 	victim := st.Gateways[0]
 	var killErr error
-	l.generate(ctx, run, killAt, func() {
+	l.generate(ctx, run, false, killAt, func() {
 		h.logf("failover: SIGKILL %s (pid %d)", victim.Name, victim.Pid())
 		killErr = victim.Kill()
 	})
