@@ -571,3 +571,39 @@ func TestStoppingGatewayEndsStreamsWithRetryAndResumeLosesNothing(t *testing.T) 
 		wantPrice(t, got[i], missedIDs[i], missed[i])
 	}
 }
+
+// A HEAD of the stream gets the stream's head and no body, and holds no
+// slot afterwards.
+func TestStreamHeadAnswersTheHeadOnly(t *testing.T) {
+	r := testkit.StartRedis(t)
+	base := streamGateway(t, r, map[string]string{"STREAMS_PER_USER": "1"})
+	{
+		req, err := http.NewRequest(http.MethodHead, base+"/v1/prices/stream?ids=bitcoin", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", bearer(t, "gina")["Authorization"])
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") || len(body) != 0 {
+			t.Fatalf("HEAD: %d %q body %q, want 200 text/event-stream and no body", resp.StatusCode, resp.Header.Get("Content-Type"), body)
+		}
+	}
+	// The HEAD gave its slot back: a stream opens at a cap of one.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		resp := streamGet(t, base, "/v1/prices/stream?ids=bitcoin", bearer(t, "gina"))
+		resp.Body.Close()
+		if resp.StatusCode == 200 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a stream after a HEAD: %d, want 200", resp.StatusCode)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
