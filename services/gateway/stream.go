@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -57,13 +58,16 @@ func parseStream(c *fiber.Ctx) (streamRequest, error) {
 	problems := checkQuery(c, "ids", "vsCurrency", "lastEventId", accessTokenParam)
 	ids, idProblems := parseCoinIDs(c)
 	problems = append(problems, idProblems...)
-	r := streamRequest{subject: "user:" + claimsOf(c).Subject, currency: c.Query("vsCurrency", "usd")}
+	// Fiber's strings point into the request's buffers, which fasthttp
+	// reuses for another request once the stream has taken its connection
+	// over; what the stream keeps is copied.
+	r := streamRequest{subject: "user:" + claimsOf(c).Subject, currency: strings.Clone(c.Query("vsCurrency", "usd"))}
 	if err := price.ValidateCurrency(r.currency); err != nil {
 		problems = append(problems, err.Error())
 	}
-	r.after = c.Get("Last-Event-ID")
+	r.after = strings.Clone(c.Get("Last-Event-ID"))
 	if r.after == "" {
-		r.after = c.Query("lastEventId")
+		r.after = strings.Clone(c.Query("lastEventId"))
 	}
 	if r.after != "" {
 		if _, err := pricefeed.ParseID(r.after); err != nil {
