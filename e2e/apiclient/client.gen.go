@@ -2750,6 +2750,7 @@ func (r GetPricesResponse) ContentType() string {
 
 // GetPricesStreamResponse200Headers the declared response headers of an HTTP 200 response for GetPricesStream
 type GetPricesStreamResponse200Headers struct {
+	CacheControl    *string
 	XAccelBuffering *string
 }
 
@@ -4029,6 +4030,13 @@ func ParseGetPricesStreamResponse(rsp *http.Response) (*GetPricesStreamResponse,
 	switch {
 	case rsp.StatusCode == 200:
 		var headers GetPricesStreamResponse200Headers
+		if values := rsp.Header.Values("Cache-Control"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Cache-Control", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.CacheControl = &value
+		}
 		if values := rsp.Header.Values("X-Accel-Buffering"); len(values) > 0 {
 			var value string
 			if err := runtime.BindStyledParameterWithOptions("simple", "X-Accel-Buffering", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
