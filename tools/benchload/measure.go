@@ -38,6 +38,10 @@ type Measurement struct {
 	// NoRate marks a measurement whose request rate means nothing (a few
 	// requests timed one by one); its req/s and ratio cells show "-".
 	NoRate bool
+	// Floor, in the stream scenario, is the delivery p99 of bare servers
+	// behind the same nginx with the same clients and burst: the most this
+	// machine allows (see floor.go).
+	Floor time.Duration
 	// Detail says what a scenario found beyond the columns (semantics).
 	Detail string
 	// Pass and Why are the verdict against the scenario's target.
