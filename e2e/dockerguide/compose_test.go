@@ -276,6 +276,22 @@ func (d *deployment) historyTotal(t *testing.T, coin, token string) int {
 	return h.TotalItems
 }
 
+// waitHistory waits until the coin's history holds at least want items.
+func (d *deployment) waitHistory(t *testing.T, coin, token string, want int, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		n := d.historyTotal(t, coin, token)
+		if n >= want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("history of %s has %d items %s after a fetch, want %d", coin, n, within, want)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 // load sends requests on a few connections until stopped, the way clients
 // keep using a deployment while it is operated on.
 type load struct {
