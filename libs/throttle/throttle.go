@@ -91,30 +91,13 @@ type Limiter struct {
 	rdb       redis.Scripter
 	script    *redis.Script
 	addScript *redis.Script
-	// co pipelines concurrent checks; nil when rdb cannot pipeline.
-	co *coalescer
 }
 
 // New returns a Limiter over rdb; a *redis.Client satisfies redis.Scripter.
 // The client's timeouts bound each check: configure short ones so a dead
 // Redis fails a request fast instead of holding it.
 func New(rdb redis.Scripter) *Limiter {
-	l := &Limiter{rdb: rdb, script: redis.NewScript(slidingWindowLua), addScript: redis.NewScript(slidingWindowAddLua)}
-	if p, ok := rdb.(interface{ Pipeline() redis.Pipeliner }); ok {
-		l.co = &coalescer{rdb: rdb, pipe: p.Pipeline, maxBatch: maxPipeline}
-	}
-	return l
-}
-
-// maxPipeline is the most checks one round trip carries.
-const maxPipeline = 64
-
-// eval runs script, pipelined with other checks in flight when it can be.
-func (l *Limiter) eval(ctx context.Context, script *redis.Script, keys []string, args ...any) *redis.Cmd {
-	if l.co == nil {
-		return script.Run(ctx, l.rdb, keys, args...)
-	}
-	return l.co.run(ctx, script, keys, args...)
+	return &Limiter{rdb: rdb, script: redis.NewScript(slidingWindowLua), addScript: redis.NewScript(slidingWindowAddLua)}
 }
 
 // Allow checks rules atomically: the request is accepted only if every rule
@@ -130,7 +113,7 @@ func (l *Limiter) Allow(ctx context.Context, rules ...Rule) (Decision, error) {
 	if err != nil {
 		return Decision{}, err
 	}
-	res, err := l.eval(ctx, l.script, keys, args...).Int64Slice()
+	res, err := l.script.Run(ctx, l.rdb, keys, args...).Int64Slice()
 	if err != nil {
 		return Decision{}, fmt.Errorf("throttle %s: %w", keys[0], err)
 	}
@@ -168,7 +151,7 @@ func (l *Limiter) AllowAdd(ctx context.Context, e Entry, rules ...Rule) (Decisio
 	keys = append(keys, e.Stream)
 	args = append(args, e.MaxLen)
 	args = append(args, e.Values...)
-	raw, err := l.eval(ctx, l.addScript, keys, args...).Slice()
+	raw, err := l.addScript.Run(ctx, l.rdb, keys, args...).Slice()
 	if err != nil {
 		return Decision{}, "", fmt.Errorf("throttle %s: %w", keys[0], err)
 	}
