@@ -1,5 +1,21 @@
 package throttle
 
+// keepForLua is the Lua function every script uses to set a log's life.
+const keepForLua = `
+-- keepFor makes key live at least window microseconds from now, never
+-- shortening a longer life, and returns how long it will live, in
+-- microseconds. PTTL is -1 for a key without an expiry, as a new one is.
+local function keepFor(key, window)
+  local ms = math.ceil(window / 1000)
+  local ttl = redis.call('PTTL', key)
+  if ttl < ms then
+    redis.call('PEXPIRE', key, ms)
+    return window
+  end
+  return ttl * 1000
+end
+`
+
 // slidingWindowCheck is the Lua function both scripts share: check(n) checks
 // the first n keys' rules and, only if all of them allow the request, records
 // the hit in each, all in one atomic step on the server.
@@ -14,7 +30,7 @@ package throttle
 // The clock is Redis's TIME, so gateways with skewed clocks still share one
 // timeline. Redis 5+ replicates a script's effects rather than the script, so
 // reading TIME before writing is allowed.
-const slidingWindowCheck = `
+const slidingWindowCheck = keepForLua + `
 -- Rule i's arguments: its log KEYS[i], its limit ARGV[2i-1], its window
 -- ARGV[2i]. A function rather than a table of rules: no allocation per check.
 local function rule(i)
@@ -47,10 +63,11 @@ local function check(n)
         seq = seq + 1
       end
       -- The newest hit is the last to leave the window, so the key lives
-      -- exactly as long as it holds anything that counts.
-      redis.call('PEXPIRE', key, math.ceil(window / 1000))
+      -- exactly as long as it holds anything that counts; a lease (see
+      -- leaseLua) may hold slots that count for longer, and then the key
+      -- keeps its longer life.
+      reset = keepFor(key, window)
       count = count + 1
-      reset = window
     elseif count > 0 then
       local newest = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
       reset = tonumber(newest[2]) + window - now
@@ -96,3 +113,61 @@ if allowed == 1 then
 end
 return out
 `
+
+// leaseLua takes up to ARGV[3] slots at once from the rule of KEYS[1] (limit
+// ARGV[1], window ARGV[2] microseconds) for a lease that the caller spends
+// within ARGV[4] microseconds (its term), one slot a request.
+//
+// Leased slots are logged, scored at the END of the term: a slot spent at
+// any instant of the term then counts at least as long as a hit logged when
+// it was spent would, so the check (hits scored after now-window, plus the
+// slots wanted, within the limit) still lets at most limit requests through
+// in any span of one window, whatever mix of leases and single hits made
+// them. The price is that a slot counts up to one term longer than needed.
+//
+// The members are <prefix>1 .. <prefix>n, so the caller can give back the
+// slots it did not spend (ZREM) when the term ends. The reply is {granted,
+// count, retry, reset, prefix}: count is the hits logged after the grant;
+// retry and reset are as in check, in microseconds.
+const leaseLua = keepForLua + `
+local key, limit, window = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2])
+local wanted, term = tonumber(ARGV[3]), tonumber(ARGV[4])
+local t = redis.call('TIME')
+local stamp = t[1] .. string.format('%06d', tonumber(t[2]))
+local now = tonumber(stamp)
+
+redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+local count = redis.call('ZCARD', key)
+local granted = math.max(math.min(wanted, limit - count), 0)
+local retry, reset, prefix = 0, 0, ''
+if granted > 0 then
+  -- Two leases in one microsecond get distinct prefixes.
+  local seq = 0
+  repeat
+    prefix = 'lease-' .. stamp .. '-' .. seq .. '-'
+    seq = seq + 1
+  until redis.call('ZSCORE', key, prefix .. '1') == false
+  local score = now + term
+  local args = {}
+  for i = 1, granted do
+    args[#args + 1] = score
+    args[#args + 1] = prefix .. i
+  end
+  redis.call('ZADD', key, unpack(args))
+  reset = keepFor(key, window + term)
+  count = count + granted
+end
+if count >= limit then
+  -- The hit whose expiry brings the count below the limit.
+  local oldest = redis.call('ZRANGE', key, count - limit, count - limit, 'WITHSCORES')
+  retry = tonumber(oldest[2]) + window - now
+end
+if granted == 0 and count > 0 then
+  local newest = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+  reset = tonumber(newest[2]) + window - now
+end
+return {granted, count, retry, reset, prefix}
+`
+
+// giveBackLua removes the lease slots named in ARGV from the log KEYS[1].
+const giveBackLua = `return redis.call('ZREM', KEYS[1], unpack(ARGV))`

@@ -91,13 +91,38 @@ type Limiter struct {
 	rdb       redis.Scripter
 	script    *redis.Script
 	addScript *redis.Script
+	// leases is nil unless the Limiter leases slots (LeaseTerm).
+	leases *leases
+}
+
+// Option configures a Limiter.
+type Option func(*Limiter)
+
+// LeaseTerm lets Allow take the slots of a busy single rule with a limit of
+// 200 or more several at a time, spending them for at most term (lease.go);
+// a term of 0 checks every request on its own.
+func LeaseTerm(term time.Duration) Option {
+	return func(l *Limiter) {
+		if term <= 0 {
+			l.leases = nil
+			return
+		}
+		l.leases = &leases{
+			term: term, rules: map[Rule]*lease{},
+			take: redis.NewScript(leaseLua), giveBack: redis.NewScript(giveBackLua),
+		}
+	}
 }
 
 // New returns a Limiter over rdb; a *redis.Client satisfies redis.Scripter.
 // The client's timeouts bound each check: configure short ones so a dead
 // Redis fails a request fast instead of holding it.
-func New(rdb redis.Scripter) *Limiter {
-	return &Limiter{rdb: rdb, script: redis.NewScript(slidingWindowLua), addScript: redis.NewScript(slidingWindowAddLua)}
+func New(rdb redis.Scripter, opts ...Option) *Limiter {
+	l := &Limiter{rdb: rdb, script: redis.NewScript(slidingWindowLua), addScript: redis.NewScript(slidingWindowAddLua)}
+	for _, o := range opts {
+		o(l)
+	}
+	return l
 }
 
 // Allow checks rules atomically: the request is accepted only if every rule
@@ -108,7 +133,23 @@ func New(rdb redis.Scripter) *Limiter {
 //
 // The script is sent by digest (EVALSHA); only the first check after Redis
 // starts empty costs a second round trip to load it.
+//
+// With a LeaseTerm, a single rule of a limit of 200 or more may be answered
+// from a lease this Limiter holds (lease.go): still at most Limit in any
+// span of Window, but a slot another instance holds unspent is refused here
+// until its term ends.
 func (l *Limiter) Allow(ctx context.Context, rules ...Rule) (Decision, error) {
+	if len(rules) == 1 && l.leases != nil && leaseCap(rules[0]) >= 2 {
+		if err := rules[0].Validate(); err != nil {
+			return Decision{}, err
+		}
+		return l.allowLeased(ctx, rules[0])
+	}
+	return l.allowRules(ctx, rules)
+}
+
+// allowRules is Allow with every rule checked in Redis, now.
+func (l *Limiter) allowRules(ctx context.Context, rules []Rule) (Decision, error) {
 	keys, args, err := scriptArgs(rules)
 	if err != nil {
 		return Decision{}, err

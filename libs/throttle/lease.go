@@ -1,0 +1,262 @@
+package throttle
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Leasing: a check costs one Redis round trip, and on a hot read that round
+// trip was the largest cost left (two fifths of a gateway's CPU, and most of
+// Redis's). So a Limiter with a lease term takes the slots of a busy rule from
+// Redis several at a time, as a lease it spends locally, one slot a request,
+// for at most one term. Redis scores leased slots at the end of the term, so
+// "at most Limit in any span of Window" holds exactly as before, across every
+// instance (see leaseLua); what a lease costs is that a slot another instance
+// holds unspent is refused here until it is spent or given back, which
+// happens as the term ends.
+//
+// A lease is never more than 1 % of the limit (leaseShare), so rules with
+// limits under 200 per window, the default price limit of 20 among them,
+// are never leased: each request is its own exact check, as without a term.
+// A lease's size follows demand: it starts at the requests waiting for it
+// and doubles while leases run out before their term ends.
+const (
+	// leaseShare is the part of a rule's limit one lease may take, as
+	// 1/leaseShare: what one instance can hold unspent while another is
+	// refused.
+	leaseShare = 100
+	// maxLease bounds one lease, and so one script's ZADD.
+	maxLease = 1000
+	// sweepEvery is how many leases are taken between sweeps of the rules
+	// idle for sweepAfter terms.
+	sweepEvery = 64
+	sweepAfter = 16
+)
+
+// leaseCap is the most slots one lease of r may take; under 2, r is checked
+// a request at a time.
+func leaseCap(r Rule) int {
+	return min(r.Limit/leaseShare, maxLease)
+}
+
+// leases are a Limiter's leases, one rule each.
+type leases struct {
+	term time.Duration
+	// take is leaseLua; giveBack removes the slots named in ARGV from KEYS[1].
+	take, giveBack *redis.Script
+
+	mu    sync.Mutex
+	rules map[Rule]*lease
+	taken int // leases taken, for sweeping
+}
+
+// lease is the state of one rule on this instance: its current lease, if
+// any, and what the next one should take.
+type lease struct {
+	// The current lease: slots prefix1 .. prefix<granted>, spent in order,
+	// spendable until deadline.
+	prefix         string
+	granted, spent int
+	count          int // hits logged after the grant
+	reset          time.Duration
+	grantedAt      time.Time
+	deadline       time.Time
+	generation     int
+	want           int // what the next lease asks for
+	lastUsed       time.Time
+	renewing       bool
+	renewed        chan struct{} // closed when the renewal in flight ends
+	waiting        int           // callers waiting for it
+	// outcome is that of the renewal that closed renewed: its error or
+	// its refusal is every waiter's answer too, so that a Redis that hangs
+	// holds them one timeout, not one each.
+	outcome *renewal
+}
+
+// renewal is how a renewal ended, for those who waited on it.
+type renewal struct {
+	err    error
+	denied *Decision
+}
+
+// allowLeased is Allow for one rule whose slots may be leased.
+func (l *Limiter) allowLeased(ctx context.Context, r Rule) (Decision, error) {
+	ls := l.leases
+	for {
+		now := time.Now()
+		ls.mu.Lock()
+		s := ls.rules[r]
+		if s == nil {
+			s = &lease{want: 1}
+			ls.rules[r] = s
+		}
+		s.lastUsed = now
+		if s.spent < s.granted && now.Before(s.deadline) {
+			s.spent++
+			d := s.decision(r, now)
+			if s.spent == s.granted {
+				// Run out within its term: demand outgrows the lease.
+				s.want = min(2*s.granted, leaseCap(r))
+			}
+			ls.mu.Unlock()
+			return d, nil
+		}
+		if s.renewing {
+			s.waiting++
+			ch := s.renewed
+			ls.mu.Unlock()
+			select {
+			case <-ch:
+			case <-ctx.Done():
+				ls.mu.Lock()
+				s.waiting--
+				ls.mu.Unlock()
+				return Decision{}, fmt.Errorf("throttle %s: %w", r.Key(), ctx.Err())
+			}
+			ls.mu.Lock()
+			s.waiting--
+			out := s.outcome
+			ls.mu.Unlock()
+			switch {
+			case out.err != nil:
+				return Decision{}, out.err
+			case out.denied != nil:
+				return *out.denied, nil
+			}
+			continue
+		}
+		// This caller takes the next lease, for itself and those waiting.
+		want := min(max(s.want, s.waiting+1), leaseCap(r))
+		s.renewing, s.renewed = true, make(chan struct{})
+		ls.mu.Unlock()
+
+		d, err := l.renew(ctx, r, s, want, now)
+
+		out := &renewal{err: err}
+		if err == nil && !d.Allowed {
+			out.denied = &d
+		}
+		ls.mu.Lock()
+		s.renewing, s.outcome = false, out
+		close(s.renewed)
+		ls.mu.Unlock()
+		return d, err
+	}
+}
+
+// renew takes a lease of want slots for r, or, for one slot, checks the
+// request on its own, and returns the decision for the caller's own request.
+func (l *Limiter) renew(ctx context.Context, r Rule, s *lease, want int, sentAt time.Time) (Decision, error) {
+	ls := l.leases
+	// The renewal answers those waiting too: one caller going away must not
+	// fail it for them. Its deadline, the same for every request, still
+	// bounds it, as do the client's timeouts.
+	rctx := context.WithoutCancel(ctx)
+	if dl, ok := ctx.Deadline(); ok {
+		var cancel context.CancelFunc
+		rctx, cancel = context.WithDeadline(rctx, dl)
+		defer cancel()
+	}
+	if want < 2 {
+		return l.allowRules(rctx, []Rule{r})
+	}
+	res, err := ls.take.Run(rctx, l.rdb, []string{r.Key()},
+		r.Limit, r.Window.Microseconds(), want, ls.term.Microseconds()).Slice()
+	if err != nil {
+		return Decision{}, fmt.Errorf("throttle %s: %w", r.Key(), err)
+	}
+	granted, count, retry, reset, prefix, err := leaseReply(res)
+	if err != nil {
+		return Decision{}, fmt.Errorf("throttle %s: %w", r.Key(), err)
+	}
+	if granted == 0 {
+		return Decision{
+			Allowed: false, Limit: r.Limit, Remaining: 0,
+			RetryAfter: retry, Reset: reset, Rule: r,
+		}, nil
+	}
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	s.generation++
+	s.prefix, s.granted, s.spent, s.count, s.reset = prefix, granted, 1, count, reset
+	// Redis saw the request after it was sent, so a term counted from the
+	// sending ends no later than the one Redis scored the slots for.
+	s.grantedAt, s.deadline = sentAt, sentAt.Add(ls.term)
+	if granted > 1 {
+		gen := s.generation
+		time.AfterFunc(ls.term, func() { l.retire(r, s, gen) })
+	}
+	if ls.taken++; ls.taken%sweepEvery == 0 {
+		ls.sweepLocked(sentAt)
+	}
+	return s.decision(r, sentAt), nil
+}
+
+// decision is the answer for the slot just spent.
+func (s *lease) decision(r Rule, now time.Time) Decision {
+	return Decision{
+		Allowed: true, Limit: r.Limit,
+		// The slots this lease still holds are the caller's to spend.
+		Remaining: max(r.Limit-s.count+s.granted-s.spent, 0),
+		Reset:     max(s.reset-now.Sub(s.grantedAt), 0),
+		Rule:      r,
+	}
+}
+
+// retire ends lease generation gen of r at its term: the slots it did not
+// spend go back to Redis, so another instance can use them at once.
+func (l *Limiter) retire(r Rule, s *lease, gen int) {
+	ls := l.leases
+	ls.mu.Lock()
+	if s.generation != gen || s.spent >= s.granted {
+		ls.mu.Unlock()
+		return
+	}
+	members := make([]any, 0, s.granted-s.spent)
+	for i := s.spent + 1; i <= s.granted; i++ {
+		members = append(members, s.prefix+strconv.Itoa(i))
+	}
+	// Demand was below the lease: the next asks for what this one used.
+	s.want = max(s.spent, 1)
+	s.granted = s.spent
+	ls.mu.Unlock()
+
+	// Best effort, bounded by the client's timeouts: a slot not given back
+	// still leaves the window in time, as if it had been spent.
+	_ = ls.giveBack.Run(context.Background(), l.rdb, []string{r.Key()}, members...).Err()
+}
+
+// sweepLocked forgets the rules that no request has used for a while and
+// that hold nothing, so the map keeps only the busy ones.
+func (ls *leases) sweepLocked(now time.Time) {
+	for r, s := range ls.rules {
+		if !s.renewing && s.spent >= s.granted && now.Sub(s.lastUsed) > sweepAfter*ls.term {
+			delete(ls.rules, r)
+		}
+	}
+}
+
+// leaseReply reads leaseLua's reply.
+func leaseReply(res []any) (granted int, count int, retry, reset time.Duration, prefix string, err error) {
+	if len(res) != 5 {
+		return 0, 0, 0, 0, "", fmt.Errorf("lease script answered %d values", len(res))
+	}
+	var n [4]int64
+	for i := range n {
+		v, ok := res[i].(int64)
+		if !ok {
+			return 0, 0, 0, 0, "", fmt.Errorf("lease script answered %T at %d", res[i], i)
+		}
+		n[i] = v
+	}
+	prefix, ok := res[4].(string)
+	if !ok {
+		return 0, 0, 0, 0, "", fmt.Errorf("lease script answered %T for the prefix", res[4])
+	}
+	return int(n[0]), int(n[1]), time.Duration(n[2]) * time.Microsecond, time.Duration(n[3]) * time.Microsecond, prefix, nil
+}
