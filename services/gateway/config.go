@@ -17,6 +17,11 @@ type Config struct {
 	// ResultTimeout is how long a price request waits for its batch (504 after).
 	ResultTimeout time.Duration
 	GlobalLimit   int
+	// ThrottleLease is the term of the throttle's leases (THROTTLE_LEASE_MS):
+	// a busy user of a limit of 200 or more has slots taken from Redis
+	// several at a time and spent here within it; 0 checks every request in
+	// Redis.
+	ThrottleLease time.Duration
 	// StreamMaxLen caps the request stream (approximate trimming).
 	StreamMaxLen int64
 	// StreamsPerUser caps the price streams one user holds open at once.
@@ -54,6 +59,7 @@ func loadConfig(getenv config.Getenv) (Config, error) {
 		RedisPoolSize: r.Int("REDIS_POOL_SIZE", 0, 0, 100_000),
 		ResultTimeout: r.Millis("BATCH_RESULT_TIMEOUT_MS", 8*time.Second, 100*time.Millisecond, 10*time.Minute),
 		GlobalLimit:   r.Int("THROTTLE_GLOBAL_LIMIT", 20, 1, 10_000_000),
+		ThrottleLease: r.Millis("THROTTLE_LEASE_MS", 100*time.Millisecond, 0, 10*time.Second),
 		StreamMaxLen:  int64(r.Int("STREAM_MAXLEN", 100_000, 100, 100_000_000)),
 		PprofAddr:     r.LoopbackAddr("PPROF_ADDR"),
 

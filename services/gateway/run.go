@@ -36,6 +36,7 @@ func run(ctx context.Context, getenv config.Getenv, stdout io.Writer, ready chan
 		zap.String("redis", cfg.RedisTarget()), zap.String("database", config.MaskURL(cfg.DatabaseURL)),
 		zap.Int("dbPoolSize", cfg.DBPoolSize), zap.Duration("dbQueryTimeout", cfg.DBQueryTimeout), zap.Duration("resultTimeout", cfg.ResultTimeout),
 		zap.Int("globalLimit", cfg.GlobalLimit), zap.Duration("throttleTTL", cfg.ThrottleTTL),
+		zap.Duration("throttleLease", cfg.ThrottleLease),
 		zap.Int("streamsPerUser", cfg.StreamsPerUser), zap.Duration("streamHeartbeat", cfg.StreamHeartbeat),
 		zap.Duration("priceMaxAge", cfg.HotMaxAge))
 
@@ -103,7 +104,7 @@ func run(ctx context.Context, getenv config.Getenv, stdout io.Writer, ready chan
 		KeepHijacked: true,
 	})
 	routes(app, deps{
-		log: log, cfg: cfg, verifier: verifier, limiter: throttle.New(rdb),
+		log: log, cfg: cfg, verifier: verifier, limiter: throttle.New(rdb, throttle.LeaseTerm(cfg.ThrottleLease)),
 		redis: rdb, pub: pub, hub: hub, streams: streams, slots: slots,
 		store: store, registry: reg,
 	})
