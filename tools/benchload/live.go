@@ -16,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"cryptopulse/libs/jwtauth"
+	"cryptopulse/libs/price"
 	"cryptopulse/libs/pricefeed"
 	"cryptopulse/tools/loadgen"
 )
@@ -120,12 +121,20 @@ func runHot(ctx context.Context, h *harness, st *stackRun) (Measurement, error) 
 	if a := getPrice(ctx, client, st, hotCoin); a.err != nil || a.status != http.StatusOK {
 		return Measurement{}, fmt.Errorf("warming %s: %d %v", hotCoin, a.status, a.err)
 	}
-	// Both gateways read the warming fetch off the feed; ask each a few
-	// times through nginx to see where answers now come from.
+	// Both gateways read the warming fetch off the feed, which the fetcher
+	// appends to after it answers: a request that reaches the other gateway
+	// first is batched (and answered from the snapshot). Ask through nginx
+	// until 4 answers in a row come from a gateway's copy, for up to 3 s.
 	sources := map[string]int{}
-	for range 4 {
+	for inRow, deadline := 0, time.Now().Add(3*time.Second); inRow < 4 && time.Now().Before(deadline); {
 		a := getPrice(ctx, client, st, hotCoin)
 		sources[a.batch.Source]++
+		if a.batch.Source == price.SourceFeed {
+			inRow++
+		} else {
+			inRow = 0
+			time.Sleep(10 * time.Millisecond)
+		}
 	}
 	m, err := runWrk(ctx, h.wrk, st.dir, wrkRun{
 		URL: st.URL + "/v1/price/" + hotCoin, Header: "Authorization: Bearer " + st.token,
@@ -134,10 +143,10 @@ func runHot(ctx context.Context, h *harness, st *stackRun) (Measurement, error) 
 	if err != nil {
 		return m, err
 	}
-	if sources["feed"] != 4 {
-		m.Why = fmt.Sprintf("after warming, answers came from %v, want the feed copy", sources)
+	if sources[price.SourceFeed] < 4 {
+		m.Why = fmt.Sprintf("after warming, answers came from %v, want 4 in a row from the feed copy", sources)
 	}
-	m.Detail = fmt.Sprintf("warmed by 1 request, then batch.source of 4 answers: %v; %.0f req/s = %.0f%% of /health", sources, m.RPS, 100*ratio(m.RPS, h.ceiling))
+	m.Detail = fmt.Sprintf("warmed by 1 request, then batch.source of answers until 4 in a row came from the feed: %v; %.0f req/s = %.0f%% of /health", sources, m.RPS, 100*ratio(m.RPS, h.ceiling))
 	return m, nil
 }
 
