@@ -23,8 +23,10 @@ import (
 // A lease is never more than 1 % of the limit (leaseShare), so rules with
 // limits under 200 per window, the default price limit of 20 among them,
 // are never leased: each request is its own exact check, as without a term.
-// A lease's size follows demand: it starts at the requests waiting for it
-// and doubles while leases run out before their term ends.
+// A lease's size follows demand: it is at least the requests that arrived
+// since the last renewal began (those waiting on it among them), doubles
+// while leases run out before their term ends, and shrinks to what the last
+// one spent.
 const (
 	// leaseShare is the part of a rule's limit one lease may take, as
 	// 1/leaseShare: what one instance can hold unspent while another is
@@ -71,7 +73,8 @@ type lease struct {
 	lastUsed       time.Time
 	renewing       bool
 	renewed        chan struct{} // closed when the renewal in flight ends
-	waiting        int           // callers waiting for it
+	arrived        int           // requests since the last renewal began
+	renewedAt      time.Time     // when it began
 	// outcome is that of the renewal that closed renewed: its error or
 	// its refusal is every waiter's answer too, so that a Redis that hangs
 	// holds them one timeout, not one each.
@@ -87,7 +90,7 @@ type renewal struct {
 // allowLeased is Allow for one rule whose slots may be leased.
 func (l *Limiter) allowLeased(ctx context.Context, r Rule) (Decision, error) {
 	ls := l.leases
-	for {
+	for arriving := true; ; arriving = false {
 		now := time.Now()
 		ls.mu.Lock()
 		s := ls.rules[r]
@@ -96,6 +99,9 @@ func (l *Limiter) allowLeased(ctx context.Context, r Rule) (Decision, error) {
 			ls.rules[r] = s
 		}
 		s.lastUsed = now
+		if arriving {
+			s.arrived++
+		}
 		if s.spent < s.granted && now.Before(s.deadline) {
 			s.spent++
 			d := s.decision(r, now)
@@ -107,19 +113,14 @@ func (l *Limiter) allowLeased(ctx context.Context, r Rule) (Decision, error) {
 			return d, nil
 		}
 		if s.renewing {
-			s.waiting++
 			ch := s.renewed
 			ls.mu.Unlock()
 			select {
 			case <-ch:
 			case <-ctx.Done():
-				ls.mu.Lock()
-				s.waiting--
-				ls.mu.Unlock()
 				return Decision{}, fmt.Errorf("throttle %s: %w", r.Key(), ctx.Err())
 			}
 			ls.mu.Lock()
-			s.waiting--
 			out := s.outcome
 			ls.mu.Unlock()
 			switch {
@@ -130,8 +131,13 @@ func (l *Limiter) allowLeased(ctx context.Context, r Rule) (Decision, error) {
 			}
 			continue
 		}
-		// This caller takes the next lease, for itself and those waiting.
-		want := min(max(s.want, s.waiting+1), leaseCap(r))
+		// This caller takes the next lease, for itself and those waiting:
+		// as many as arrived during the last renewal, at least.
+		if now.Sub(s.renewedAt) > 2*ls.term {
+			s.want = 1 // a quiet spell: what the last burst needed says nothing now
+		}
+		want := min(max(s.want, s.arrived), leaseCap(r))
+		s.arrived, s.renewedAt = 0, now
 		s.renewing, s.renewed = true, make(chan struct{})
 		ls.mu.Unlock()
 

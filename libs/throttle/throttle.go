@@ -14,6 +14,8 @@
 //
 // A check is one EVALSHA round trip, whatever the number of rules. The keys of
 // one check must live on one Redis node (a single server, as CryptoPulse runs).
+// With LeaseTerm, a busy rule of a large limit takes its slots several at a
+// time instead (lease.go), and the same bound holds.
 package throttle
 
 import (
