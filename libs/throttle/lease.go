@@ -132,7 +132,10 @@ func (l *Limiter) allowLeased(ctx context.Context, r Rule) (Decision, error) {
 			continue
 		}
 		// This caller takes the next lease, for itself and those waiting:
-		// as many as arrived during the last renewal, at least.
+		// as many as arrived during the last renewal, at least. The last
+		// lease's unspent slots, if its term ran out before its timer gave
+		// them back, go back with the renewal.
+		back := s.endLocked()
 		if now.Sub(s.renewedAt) > 2*ls.term {
 			s.want = 1 // a quiet spell: what the last burst needed says nothing now
 		}
@@ -141,7 +144,7 @@ func (l *Limiter) allowLeased(ctx context.Context, r Rule) (Decision, error) {
 		s.renewing, s.renewed = true, make(chan struct{})
 		ls.mu.Unlock()
 
-		d, err := l.renew(ctx, r, s, want, now)
+		d, err := l.renew(ctx, r, s, want, back, now)
 
 		out := &renewal{err: err}
 		if err == nil && !d.Allowed {
@@ -156,8 +159,9 @@ func (l *Limiter) allowLeased(ctx context.Context, r Rule) (Decision, error) {
 }
 
 // renew takes a lease of want slots for r, or, for one slot, checks the
-// request on its own, and returns the decision for the caller's own request.
-func (l *Limiter) renew(ctx context.Context, r Rule, s *lease, want int, sentAt time.Time) (Decision, error) {
+// request on its own, and returns the decision for the caller's own request;
+// back are slots of an earlier lease to give back first.
+func (l *Limiter) renew(ctx context.Context, r Rule, s *lease, want int, back []any, sentAt time.Time) (Decision, error) {
 	ls := l.leases
 	// The renewal answers those waiting too: one caller going away must not
 	// fail it for them. Its deadline, the same for every request, still
@@ -169,10 +173,13 @@ func (l *Limiter) renew(ctx context.Context, r Rule, s *lease, want int, sentAt 
 		defer cancel()
 	}
 	if want < 2 {
+		if len(back) > 0 {
+			l.giveBack(rctx, r, back)
+		}
 		return l.allowRules(rctx, []Rule{r})
 	}
-	res, err := ls.take.Run(rctx, l.rdb, []string{r.Key()},
-		r.Limit, r.Window.Microseconds(), want, ls.term.Microseconds()).Slice()
+	args := append([]any{r.Limit, r.Window.Microseconds(), want, ls.term.Microseconds()}, back...)
+	res, err := ls.take.Run(rctx, l.rdb, []string{r.Key()}, args...).Slice()
 	if err != nil {
 		return Decision{}, fmt.Errorf("throttle %s: %w", r.Key(), err)
 	}
@@ -219,22 +226,39 @@ func (s *lease) decision(r Rule, now time.Time) Decision {
 func (l *Limiter) retire(r Rule, s *lease, gen int) {
 	ls := l.leases
 	ls.mu.Lock()
-	if s.generation != gen || s.spent >= s.granted {
+	if s.generation != gen || s.renewing {
+		// A renewal took over, and gives them back itself.
 		ls.mu.Unlock()
 		return
 	}
-	members := make([]any, 0, s.granted-s.spent)
-	for i := s.spent + 1; i <= s.granted; i++ {
-		members = append(members, s.prefix+strconv.Itoa(i))
+	back := s.endLocked()
+	ls.mu.Unlock()
+	if len(back) > 0 {
+		l.giveBack(context.Background(), r, back)
 	}
-	// Demand was below the lease: the next asks for what this one used.
+}
+
+// endLocked ends the current lease and returns its unspent slots' members.
+// A lease that ends unspent shows demand below it: the next asks for what
+// it used.
+func (s *lease) endLocked() []any {
+	if s.spent >= s.granted {
+		return nil
+	}
+	back := make([]any, 0, s.granted-s.spent)
+	for i := s.spent + 1; i <= s.granted; i++ {
+		back = append(back, s.prefix+strconv.Itoa(i))
+	}
 	s.want = max(s.spent, 1)
 	s.granted = s.spent
-	ls.mu.Unlock()
+	return back
+}
 
-	// Best effort, bounded by the client's timeouts: a slot not given back
-	// still leaves the window in time, as if it had been spent.
-	_ = ls.giveBack.Run(context.Background(), l.rdb, []string{r.Key()}, members...).Err()
+// giveBack removes unspent slots from r's log. It is best effort, bounded by
+// ctx and the client's timeouts: a slot not given back still leaves the
+// window in time, as if it had been spent.
+func (l *Limiter) giveBack(ctx context.Context, r Rule, back []any) {
+	_ = l.leases.giveBack.Run(ctx, l.rdb, []string{r.Key()}, back...).Err()
 }
 
 // sweepLocked forgets the rules that no request has used for a while and

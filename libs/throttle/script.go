@@ -116,7 +116,8 @@ return out
 
 // leaseLua takes up to ARGV[3] slots at once from the rule of KEYS[1] (limit
 // ARGV[1], window ARGV[2] microseconds) for a lease that the caller spends
-// within ARGV[4] microseconds (its term), one slot a request.
+// within ARGV[4] microseconds (its term), one slot a request. ARGV[5] on
+// name slots of the caller's last lease to give back first.
 //
 // Leased slots are logged, scored at the END of the term: a slot spent at
 // any instant of the term then counts at least as long as a hit logged when
@@ -136,6 +137,11 @@ local t = redis.call('TIME')
 local stamp = t[1] .. string.format('%06d', tonumber(t[2]))
 local now = tonumber(stamp)
 
+-- From ARGV[5] on: the unspent slots of this instance's last lease, given
+-- back before counting.
+if #ARGV > 4 then
+  redis.call('ZREM', key, unpack(ARGV, 5))
+end
 redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
 local count = redis.call('ZCARD', key)
 local granted = math.max(math.min(wanted, limit - count), 0)

@@ -3,6 +3,10 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -60,5 +64,72 @@ func TestHotReadsAnswerFromTheFeedWhenYoung(t *testing.T) {
 	}
 	if resp, _ := get(t, hot+"/v1/price/bitcoin", ""); resp.StatusCode != 401 {
 		t.Errorf("hot read without a token: %d, want 401", resp.StatusCode)
+	}
+}
+
+// Hot reads of a user with a large limit (300 a minute, so the throttle
+// leases) on two gateways at once: at most the limit get through, and no
+// fewer than the limit less the other gateway's lease (1 %); the rest are
+// 429 with Retry-After; and once the lease term ends, the user's log in
+// Redis holds just the requests that got through.
+func TestHotReadsOverTwoGatewaysKeepALeasedLimit(t *testing.T) {
+	r := testkit.StartRedis(t)
+	rdb := r.Client(t)
+	f := &feed{rdb: rdb}
+	o := map[string]string{"PRICE_MAX_AGE_MS": "60000", "THROTTLE_GLOBAL_LIMIT": "300", "THROTTLE_LEASE_MS": "100"}
+	gateways := []string{streamGateway(t, r, o), streamGateway(t, r, o)}
+	f.add(t, "bitcoin", time.Now())
+	for _, g := range gateways {
+		openStream(t, g, "/v1/prices/stream?ids=bitcoin", bearer(t, "watcher")).prices(t, 1)
+	}
+
+	const limit, requests = 300, 600
+	// Idle keep-alive connections would hold the gateways' shutdown.
+	t.Cleanup(http.DefaultClient.CloseIdleConnections)
+	auth := "Bearer " + token(t, "hot")
+	codes := make(chan int, requests)
+	var wg sync.WaitGroup
+	for i := range requests {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, body := get(t, gateways[i%2]+"/v1/price/bitcoin", auth)
+			switch resp.StatusCode {
+			case 200:
+				var a price.Answer
+				left, err := strconv.Atoi(resp.Header.Get("X-RateLimit-Remaining"))
+				if json.Unmarshal(body, &a) != nil || a.Batch.Source != price.SourceFeed || err != nil || left < 0 || left >= limit {
+					t.Errorf("a hot read: %s, remaining %q", body, resp.Header.Get("X-RateLimit-Remaining"))
+				}
+			case 429:
+				if resp.Header.Get("Retry-After") == "" || !strings.Contains(string(body), "Too Many Requests") {
+					t.Errorf("a refused read: %v %s, want Retry-After and the throttle's message", resp.Header, body)
+				}
+			default:
+				t.Errorf("a hot read: %d %s", resp.StatusCode, body)
+			}
+			codes <- resp.StatusCode
+		}()
+	}
+	wg.Wait()
+	close(codes)
+	ok := 0
+	for c := range codes {
+		if c == 200 {
+			ok++
+		}
+	}
+	if ok > limit || ok < limit-limit/100 {
+		t.Errorf("%d of %d hot reads answered 200, want at most %d and at least %d", ok, requests, limit, limit-limit/100)
+	}
+	key := "cp:throttle:price:user:hot"
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		n, err := rdb.ZCard(context.Background(), key).Result()
+		if err == nil && int(n) == ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s holds %d hits (%v) after the lease term, want the %d requests that got through", key, n, err, ok)
+		}
 	}
 }
