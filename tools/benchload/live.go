@@ -123,10 +123,12 @@ func runHot(ctx context.Context, h *harness, st *stackRun) (Measurement, error) 
 	}
 	// Both gateways read the warming fetch off the feed, which the fetcher
 	// appends to after it answers: a request that reaches the other gateway
-	// first is batched (and answered from the snapshot). Ask through nginx
-	// until 4 answers in a row come from a gateway's copy, for up to 3 s.
+	// first is batched (answered from the snapshot when its window ends, 5 s
+	// later). Give the feed a moment, then ask through nginx until 4 answers
+	// in a row come from a gateway's copy, for up to 15 s.
+	time.Sleep(200 * time.Millisecond)
 	sources := map[string]int{}
-	for inRow, deadline := 0, time.Now().Add(3*time.Second); inRow < 4 && time.Now().Before(deadline); {
+	for inRow, deadline := 0, time.Now().Add(15*time.Second); inRow < 4 && time.Now().Before(deadline); {
 		a := getPrice(ctx, client, st, hotCoin)
 		sources[a.batch.Source]++
 		if a.batch.Source == price.SourceFeed {
