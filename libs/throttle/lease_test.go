@@ -72,9 +72,7 @@ func TestLeasedChecksShareRoundTripsAndKeepTheLimitAcrossInstances(t *testing.T)
 		l, calls := leasingLimiter(t, r, 100*time.Millisecond)
 		limiters[i] = calls
 		for range each {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
+			wg.Go(func() {
 				<-start
 				d, err := l.Allow(ctx, rule)
 				switch {
@@ -91,7 +89,7 @@ func TestLeasedChecksShareRoundTripsAndKeepTheLimitAcrossInstances(t *testing.T)
 						t.Errorf("denied with %+v, want a RetryAfter and 0 remaining", d)
 					}
 				}
-			}()
+			})
 		}
 	}
 	close(start)
@@ -125,9 +123,7 @@ func TestOneInstanceCountsDownExactlyThroughLeases(t *testing.T) {
 	var heard []int
 	var wg sync.WaitGroup
 	for range 600 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			d, err := l.Allow(ctx, rule)
 			if err != nil || !d.Allowed {
 				t.Errorf("got %+v, %v; want allowed", d, err)
@@ -140,7 +136,7 @@ func TestOneInstanceCountsDownExactlyThroughLeases(t *testing.T) {
 				t.Logf("600 requests made, %d slots logged before the term ends", n)
 			}
 			mu.Unlock()
-		}()
+		})
 	}
 	wg.Wait()
 	slices.Sort(heard)
@@ -179,9 +175,7 @@ func TestLeasesKeepEverySpanOfAWindowWithinTheLimit(t *testing.T) {
 		l, calls := leasingLimiter(t, r, 100*time.Millisecond)
 		trips = append(trips, calls)
 		for range 16 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
+			wg.Go(func() {
 				for time.Now().Before(stop) {
 					d, err := l.Allow(ctx, rule)
 					if err != nil {
@@ -198,7 +192,7 @@ func TestLeasesKeepEverySpanOfAWindowWithinTheLimit(t *testing.T) {
 						time.Sleep(d.RetryAfter)
 					}
 				}
-			}()
+			})
 		}
 	}
 	wg.Wait()
@@ -233,15 +227,13 @@ func TestSmallLimitsAreNeverLeased(t *testing.T) {
 	var wg sync.WaitGroup
 	var allowed atomic.Int64
 	for range 40 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			if d, err := l.Allow(ctx, rule); err != nil {
 				t.Error(err)
 			} else if d.Allowed {
 				allowed.Add(1)
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	if allowed.Load() != 20 || calls.n.Load() != 40 {
@@ -276,13 +268,11 @@ func TestAHungRedisFailsLeaseWaitersWithinOneTimeout(t *testing.T) {
 	var wg sync.WaitGroup
 	var failed atomic.Int64
 	for range 50 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			if _, err := l.Allow(ctx, rule); err != nil {
 				failed.Add(1)
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	took := time.Since(began)
@@ -328,11 +318,9 @@ func TestASlotSpentLateInItsTermCountsAWholeWindow(t *testing.T) {
 	began := time.Now()
 	var wg sync.WaitGroup
 	for range 20 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			allow(a)
-		}()
+		})
 	}
 	wg.Wait()
 	logged, err := r.FastClient(t).ZCard(ctx, rule.Key()).Result()
