@@ -64,28 +64,26 @@ type leases struct {
 // any, and what the next one should take.
 type lease struct {
 	// The current lease: slots prefix1 .. prefix<granted>, spent in order,
-	// spendable until deadline.
+	// spendable for one term from grantedAt.
 	prefix         string
 	granted, spent int
 	count          int // hits logged after the grant
 	reset          time.Duration
 	grantedAt      time.Time
-	deadline       time.Time
 	generation     int
 	want           int // what the next lease asks for
 	lastUsed       time.Time
-	renewing       bool
-	renewed        chan struct{} // closed when the renewal in flight ends
-	arrived        int           // requests since the last renewal began
-	renewedAt      time.Time     // when it began
-	// outcome is that of the renewal that closed renewed: its error or
-	// its refusal is every waiter's answer too, so that a Redis that hangs
-	// holds them one timeout, not one each.
-	outcome *renewal
+	arrived        int       // requests since the last renewal began
+	renewedAt      time.Time // when it began
+	// renewal is the renewal in flight, nil when none is.
+	renewal *renewal
 }
 
-// renewal is how a renewal ended, for those who waited on it.
+// renewal is a renewal in flight, and then how it ended, for those who
+// waited on it: its error or its refusal is every waiter's answer too, so
+// that a Redis that hangs holds them one timeout, not one each.
 type renewal struct {
+	done   chan struct{} // closed when it ends, after err and denied are set
 	err    error
 	denied *Decision
 }
@@ -105,7 +103,7 @@ func (l *Limiter) allowLeased(ctx context.Context, r Rule) (Decision, error) {
 		if arriving {
 			s.arrived++
 		}
-		if s.spent < s.granted && now.Before(s.deadline) {
+		if s.spent < s.granted && now.Before(s.grantedAt.Add(ls.term)) {
 			s.spent++
 			d := s.decision(r, now)
 			if s.spent == s.granted {
@@ -115,22 +113,18 @@ func (l *Limiter) allowLeased(ctx context.Context, r Rule) (Decision, error) {
 			ls.mu.Unlock()
 			return d, nil
 		}
-		if s.renewing {
-			ch := s.renewed
+		if rn := s.renewal; rn != nil {
 			ls.mu.Unlock()
 			select {
-			case <-ch:
+			case <-rn.done:
 			case <-ctx.Done():
 				return Decision{}, fmt.Errorf("throttle %s: %w", r.Key(), ctx.Err())
 			}
-			ls.mu.Lock()
-			out := s.outcome
-			ls.mu.Unlock()
 			switch {
-			case out.err != nil:
-				return Decision{}, out.err
-			case out.denied != nil:
-				return *out.denied, nil
+			case rn.err != nil:
+				return Decision{}, rn.err
+			case rn.denied != nil:
+				return *rn.denied, nil
 			}
 			continue
 		}
@@ -144,19 +138,20 @@ func (l *Limiter) allowLeased(ctx context.Context, r Rule) (Decision, error) {
 		}
 		want := min(max(s.want, s.arrived), leaseCap(r))
 		s.arrived, s.renewedAt = 0, now
-		s.renewing, s.renewed = true, make(chan struct{})
+		rn := &renewal{done: make(chan struct{})}
+		s.renewal = rn
 		ls.mu.Unlock()
 
 		d, err := l.renew(ctx, r, s, want, back, now)
 
-		out := &renewal{err: err}
+		rn.err = err
 		if err == nil && !d.Allowed {
-			out.denied = &d
+			rn.denied = &d
 		}
 		ls.mu.Lock()
-		s.renewing, s.outcome = false, out
-		close(s.renewed)
+		s.renewal = nil
 		ls.mu.Unlock()
+		close(rn.done)
 		return d, err
 	}
 }
@@ -186,24 +181,24 @@ func (l *Limiter) renew(ctx context.Context, r Rule, s *lease, want int, back []
 	if err != nil {
 		return Decision{}, fmt.Errorf("throttle %s: %w", r.Key(), err)
 	}
-	granted, count, retry, reset, prefix, err := leaseReply(res)
+	g, err := leaseReply(res)
 	if err != nil {
 		return Decision{}, fmt.Errorf("throttle %s: %w", r.Key(), err)
 	}
-	if granted == 0 {
+	if g.granted == 0 {
 		return Decision{
 			Allowed: false, Limit: r.Limit, Remaining: 0,
-			RetryAfter: retry, Reset: reset, Rule: r,
+			RetryAfter: g.retry, Reset: g.reset, Rule: r,
 		}, nil
 	}
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
 	s.generation++
-	s.prefix, s.granted, s.spent, s.count, s.reset = prefix, granted, 1, count, reset
+	s.prefix, s.granted, s.spent, s.count, s.reset = g.prefix, g.granted, 1, g.count, g.reset
 	// Redis saw the request after it was sent, so a term counted from the
 	// sending ends no later than the one Redis scored the slots for.
-	s.grantedAt, s.deadline = sentAt, sentAt.Add(ls.term)
-	if granted > 1 {
+	s.grantedAt = sentAt
+	if g.granted > 1 {
 		gen := s.generation
 		time.AfterFunc(ls.term, func() { l.retire(r, s, gen) })
 	}
@@ -229,7 +224,7 @@ func (s *lease) decision(r Rule, now time.Time) Decision {
 func (l *Limiter) retire(r Rule, s *lease, gen int) {
 	ls := l.leases
 	ls.mu.Lock()
-	if s.generation != gen || s.renewing {
+	if s.generation != gen || s.renewal != nil {
 		// A renewal took over, and gives them back itself.
 		ls.mu.Unlock()
 		return
@@ -268,28 +263,35 @@ func (l *Limiter) giveBack(ctx context.Context, r Rule, back []any) {
 // that hold nothing, so the map keeps only the busy ones.
 func (ls *leases) sweepLocked(now time.Time) {
 	for r, s := range ls.rules {
-		if !s.renewing && s.spent >= s.granted && now.Sub(s.lastUsed) > sweepAfter*ls.term {
+		if s.renewal == nil && s.spent >= s.granted && now.Sub(s.lastUsed) > sweepAfter*ls.term {
 			delete(ls.rules, r)
 		}
 	}
 }
 
+// grant is leaseLua's reply.
+type grant struct {
+	granted, count int
+	retry, reset   time.Duration
+	prefix         string
+}
+
 // leaseReply reads leaseLua's reply.
-func leaseReply(res []any) (granted int, count int, retry, reset time.Duration, prefix string, err error) {
+func leaseReply(res []any) (grant, error) {
 	if len(res) != 5 {
-		return 0, 0, 0, 0, "", fmt.Errorf("lease script answered %d values", len(res))
+		return grant{}, fmt.Errorf("lease script answered %d values", len(res))
 	}
-	var n [4]int64
-	for i := range n {
-		v, ok := res[i].(int64)
-		if !ok {
-			return 0, 0, 0, 0, "", fmt.Errorf("lease script answered %T at %d", res[i], i)
-		}
-		n[i] = v
+	n, err := int64s(res[:4])
+	if err != nil {
+		return grant{}, err
 	}
 	prefix, ok := res[4].(string)
 	if !ok {
-		return 0, 0, 0, 0, "", fmt.Errorf("lease script answered %T for the prefix", res[4])
+		return grant{}, fmt.Errorf("lease script answered %T for the prefix", res[4])
 	}
-	return int(n[0]), int(n[1]), time.Duration(n[2]) * time.Microsecond, time.Duration(n[3]) * time.Microsecond, prefix, nil
+	return grant{
+		granted: int(n[0]), count: int(n[1]),
+		retry: time.Duration(n[2]) * time.Microsecond, reset: time.Duration(n[3]) * time.Microsecond,
+		prefix: prefix,
+	}, nil
 }

@@ -1,7 +1,29 @@
 package throttle
 
-// keepForLua is the Lua function every script uses to set a log's life.
-const keepForLua = `
+// logLua are the Lua functions every script uses on a log: a sorted set of
+// hits scored by the microsecond they count from.
+const logLua = `
+-- clock is Redis's time: a microsecond stamp, as a string and as a number.
+local function clock()
+  local t = redis.call('TIME')
+  local stamp = t[1] .. string.format('%06d', tonumber(t[2]))
+  return stamp, tonumber(stamp)
+end
+
+-- untilFree is how long until the log of key, holding count >= limit hits,
+-- holds fewer than limit: until the hit whose expiry brings it below leaves.
+local function untilFree(key, count, limit, window, now)
+  local k = count - limit
+  local oldest = redis.call('ZRANGE', key, k, k, 'WITHSCORES')
+  return tonumber(oldest[2]) + window - now
+end
+
+-- untilEmpty is how long until the non-empty log of key holds no hits.
+local function untilEmpty(key, window, now)
+  local newest = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+  return tonumber(newest[2]) + window - now
+end
+
 -- keepFor makes key live at least window microseconds from now, never
 -- shortening a longer life, and returns how long it will live, in
 -- microseconds. PTTL is -1 for a key without an expiry, as a new one is.
@@ -30,7 +52,7 @@ end
 // The clock is Redis's TIME, so gateways with skewed clocks still share one
 // timeline. Redis 5+ replicates a script's effects rather than the script, so
 // reading TIME before writing is allowed.
-const slidingWindowCheck = keepForLua + `
+const slidingWindowCheck = logLua + `
 -- Rule i's arguments: its log KEYS[i], its limit ARGV[2i-1], its window
 -- ARGV[2i]. A function rather than a table of rules: no allocation per check.
 local function rule(i)
@@ -38,9 +60,7 @@ local function rule(i)
 end
 
 local function check(n)
-  local t = redis.call('TIME')
-  local stamp = t[1] .. string.format('%06d', tonumber(t[2]))
-  local now = tonumber(stamp)
+  local stamp, now = clock()
 
   -- A hit counts while it is less than a window old: the window is (now-W, now].
   local counts, allowed = {}, 1
@@ -69,13 +89,9 @@ local function check(n)
       reset = keepFor(key, window)
       count = count + 1
     elseif count > 0 then
-      local newest = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
-      reset = tonumber(newest[2]) + window - now
+      reset = untilEmpty(key, window, now)
       if count >= limit then
-        -- The hit whose expiry brings the count below the limit.
-        local k = count - limit
-        local oldest = redis.call('ZRANGE', key, k, k, 'WITHSCORES')
-        retry = tonumber(oldest[2]) + window - now
+        retry = untilFree(key, count, limit, window, now)
       end
     end
     out[#out + 1] = count
@@ -130,12 +146,10 @@ return out
 // slots it did not spend (ZREM) when the term ends. The reply is {granted,
 // count, retry, reset, prefix}: count is the hits logged after the grant;
 // retry and reset are as in check, in microseconds.
-const leaseLua = keepForLua + `
+const leaseLua = logLua + `
 local key, limit, window = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2])
 local wanted, term = tonumber(ARGV[3]), tonumber(ARGV[4])
-local t = redis.call('TIME')
-local stamp = t[1] .. string.format('%06d', tonumber(t[2]))
-local now = tonumber(stamp)
+local stamp, now = clock()
 
 -- From ARGV[5] on: the unspent slots of this instance's last lease, given
 -- back before counting.
@@ -164,13 +178,10 @@ if granted > 0 then
   count = count + granted
 end
 if count >= limit then
-  -- The hit whose expiry brings the count below the limit.
-  local oldest = redis.call('ZRANGE', key, count - limit, count - limit, 'WITHSCORES')
-  retry = tonumber(oldest[2]) + window - now
+  retry = untilFree(key, count, limit, window, now)
 end
 if granted == 0 and count > 0 then
-  local newest = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
-  reset = tonumber(newest[2]) + window - now
+  reset = untilEmpty(key, window, now)
 end
 return {granted, count, retry, reset, prefix}
 `

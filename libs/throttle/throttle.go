@@ -202,13 +202,9 @@ func (l *Limiter) AllowAdd(ctx context.Context, e Entry, rules ...Rule) (Decisio
 	if len(raw) != n && len(raw) != n+1 {
 		return Decision{}, "", fmt.Errorf("throttle %s: script answered %d values for %d rules", keys[0], len(raw), len(rules))
 	}
-	res := make([]int64, n)
-	for i := range res {
-		v, ok := raw[i].(int64)
-		if !ok {
-			return Decision{}, "", fmt.Errorf("throttle %s: script answered %T at %d", keys[0], raw[i], i)
-		}
-		res[i] = v
+	res, err := int64s(raw[:n])
+	if err != nil {
+		return Decision{}, "", fmt.Errorf("throttle %s: %w", keys[0], err)
 	}
 	d := decide(rules, res)
 	if !d.Allowed {
@@ -241,6 +237,19 @@ func scriptArgs(rules []Rule) ([]string, []any, error) {
 		args = append(args, r.Limit, r.Window.Microseconds())
 	}
 	return keys, args, nil
+}
+
+// int64s reads a script's reply values that must be integers.
+func int64s(raw []any) ([]int64, error) {
+	res := make([]int64, len(raw))
+	for i, v := range raw {
+		n, ok := v.(int64)
+		if !ok {
+			return nil, fmt.Errorf("script answered %T at %d", v, i)
+		}
+		res[i] = n
+	}
+	return res, nil
 }
 
 // decide picks the rule a client should hear about from the script's reply.
