@@ -9,6 +9,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"cryptopulse/testkit"
 	"cryptopulse/tools/devstack"
 )
 
@@ -60,7 +61,7 @@ func TestKilledFetcherWaitingForBudgetIsFinishedByAnother(t *testing.T) {
 	// 3 s for a retry slot.
 	simFault(t, s, `{"kind":"status","code":500,"times":1}`)
 	wait := askInBackground([]string{s.Gateways[0].URL(), s.Gateways[1].URL(), s.Gateways[0].URL()}, "/v1/price/stellar", tok)
-	eventually(t, 5*time.Second, "the upstream sees the first call", func() bool { return simCalls(t, s).Calls >= 1 })
+	testkit.Eventually(t, 5*time.Second, "the upstream sees the first call", func() bool { return simCalls(t, s).Calls >= 1 })
 	owner := batchOwner(t, rdb, "stellar:usd:")
 	if err := fetcherNamed(t, s, owner).Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"cryptopulse/testkit"
 	"cryptopulse/tools/devstack"
 )
 
@@ -27,7 +28,7 @@ func TestCandlesThroughNginx(t *testing.T) {
 		}
 	}
 	var hist answer
-	eventually(t, 15*time.Second, "every price in history", func() bool {
+	testkit.Eventually(t, 15*time.Second, "every price in history", func() bool {
 		hist = getJSON(s.URL, "/v1/price/litecoin/history?limit=100", tok)
 		return hist.Status == http.StatusOK && hist.Body["totalItems"] == float64(fetches)
 	})

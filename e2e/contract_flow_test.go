@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"cryptopulse/e2e/apiclient"
+	"cryptopulse/testkit"
 	"cryptopulse/tools/devstack"
 )
 
@@ -106,7 +107,7 @@ func answersAndFaults(t *testing.T, k *contract, s *devstack.Stack, tok string) 
 	)
 
 	// The prices above reach Postgres through the fetcher's queue.
-	eventually(t, 15*time.Second, "bitcoin in history", func() bool {
+	testkit.Eventually(t, 15*time.Second, "bitcoin in history", func() bool {
 		n, _ := getJSON(s.URL, "/v1/price/bitcoin/history", tok).Body["totalItems"].(float64)
 		return n >= 1
 	})
@@ -296,7 +297,7 @@ func TestGeneratedClientThroughNginx(t *testing.T) {
 
 	from, limit := "2020-01-01", 10
 	var hr *apiclient.GetPriceHistoryResponse
-	eventually(t, 15*time.Second, "the price in history", func() bool {
+	testkit.Eventually(t, 15*time.Second, "the price in history", func() bool {
 		hr, err = c.GetPriceHistoryWithResponse(ctx, "bitcoin", &apiclient.GetPriceHistoryParams{From: &from, Limit: &limit}, bearer)
 		return err == nil && hr.JSON200 != nil && hr.JSON200.TotalItems >= 1
 	})

@@ -164,7 +164,7 @@ func wantSameProcesses(t *testing.T, s *devstack.Stack, before map[string]int) {
 
 func readyAgain(t *testing.T, s *devstack.Stack, within time.Duration) {
 	t.Helper()
-	eventually(t, within, "every gateway ready again", func() bool {
+	testkit.Eventually(t, within, "every gateway ready again", func() bool {
 		for _, g := range s.Gateways {
 			if a := send(http.MethodGet, g.URL()+"/ready", "", ""); a.Status != http.StatusOK {
 				return false
@@ -184,7 +184,7 @@ func TestHungPostgresCostsSecondsAndLosesNoPrices(t *testing.T) {
 		Env: map[string]string{"BATCH_THRESHOLD": "1"}})
 	tok := login(t, s)
 	wantOK(t, "price before the hang", send(http.MethodGet, s.URL+"/v1/price/litecoin", "", tok))
-	eventually(t, 10*time.Second, "the first price in history", func() bool {
+	testkit.Eventually(t, 10*time.Second, "the first price in history", func() bool {
 		a := send(http.MethodGet, s.URL+"/v1/price/litecoin/history", "", tok)
 		return a.Status == http.StatusOK && a.Body["totalItems"] == float64(1)
 	})
@@ -212,7 +212,7 @@ func TestHungPostgresCostsSecondsAndLosesNoPrices(t *testing.T) {
 	}
 	// The persister's write gives up on its bound and keeps the records
 	// queued in Redis, rather than waiting on Postgres forever.
-	eventually(t, 15*time.Second, "the fetcher reports its write failed", func() bool {
+	testkit.Eventually(t, 15*time.Second, "the fetcher reports its write failed", func() bool {
 		return strings.Contains(s.Fetchers[0].Output(), "writing price records failed")
 	})
 	again := send(http.MethodGet, s.URL+"/v1/price/litecoin/history", "", tok)
@@ -221,7 +221,7 @@ func TestHungPostgresCostsSecondsAndLosesNoPrices(t *testing.T) {
 	thawed := time.Now()
 	s.Postgres.Thaw(t)
 	readyAgain(t, s, 15*time.Second)
-	eventually(t, 20*time.Second, fmt.Sprintf("all %d litecoin prices in history", fetched), func() bool {
+	testkit.Eventually(t, 20*time.Second, fmt.Sprintf("all %d litecoin prices in history", fetched), func() bool {
 		a := send(http.MethodGet, s.URL+"/v1/price/litecoin/history", "", tok)
 		return a.Status == http.StatusOK && a.Body["totalItems"] == float64(fetched)
 	})
@@ -255,7 +255,7 @@ func TestHungRedisCostsSeconds(t *testing.T) {
 	thawed := time.Now()
 	s.Redis.Thaw(t)
 	readyAgain(t, s, 15*time.Second)
-	eventually(t, 20*time.Second, "a price answered again", func() bool {
+	testkit.Eventually(t, 20*time.Second, "a price answered again", func() bool {
 		return send(http.MethodGet, s.URL+"/v1/price/litecoin", "", tok).Status == http.StatusOK
 	})
 	t.Logf("redis thawed: ready and a price answered after %.2f s", time.Since(thawed).Seconds())
@@ -292,7 +292,7 @@ func TestBlackholedPostgresCostsSeconds(t *testing.T) {
 	}
 	tok := login(t, s)
 	wantOK(t, "price before the cut", send(http.MethodGet, g.URL()+"/v1/price/litecoin", "", tok))
-	eventually(t, 10*time.Second, "the price in history", func() bool {
+	testkit.Eventually(t, 10*time.Second, "the price in history", func() bool {
 		a := send(http.MethodGet, g.URL()+"/v1/price/litecoin/history", "", tok)
 		return a.Status == http.StatusOK && a.Body["totalItems"] == float64(1)
 	})
@@ -316,7 +316,7 @@ func TestBlackholedPostgresCostsSeconds(t *testing.T) {
 		t.Fatal(err)
 	}
 	restored := time.Now()
-	eventually(t, 20*time.Second, "history again", func() bool {
+	testkit.Eventually(t, 20*time.Second, "history again", func() bool {
 		return send(http.MethodGet, g.URL()+"/v1/price/litecoin/history", "", tok).Status == http.StatusOK
 	})
 	t.Logf("postgres link restored: history 200 after %.2f s", time.Since(restored).Seconds())

@@ -14,6 +14,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"cryptopulse/testkit"
 	"cryptopulse/tools/devstack"
 )
 
@@ -109,7 +110,7 @@ func TestLivePageShowsPushedPricesInBrowser(t *testing.T) {
 	switch n := b.count("#chart g.candle"); n {
 	case candles:
 	case candles + 1:
-		eventually(t, 10*time.Second, "the live candle's price stored", func() bool {
+		testkit.Eventually(t, 10*time.Second, "the live candle's price stored", func() bool {
 			return storedBuckets(t, s.DatabaseURL, liveCoin, 5*time.Minute) == candles+1
 		})
 		t.Logf("the chart draws %d stored candles and the live one of a refreshed price", candles)
@@ -160,7 +161,7 @@ func TestLivePageShowsPushedPricesInBrowser(t *testing.T) {
 	// hint, and the page comes back through nginx on the other gateway with
 	// its Last-Event-ID, catching up on a price fetched meanwhile.
 	var serving, other *devstack.Proc
-	eventually(t, 10*time.Second, "one stream open, the page's", func() bool {
+	testkit.Eventually(t, 10*time.Second, "one stream open, the page's", func() bool {
 		serving, other = nil, nil
 		for _, g := range s.Gateways {
 			switch metric(g.URL()+"/metrics", "gateway_streams_open") {
@@ -295,7 +296,7 @@ func seedCandles(t *testing.T, dbURL, coin string) int {
 	}
 	defer db.Close()
 	// The services migrate the database as they start, in the background.
-	eventually(t, 30*time.Second, "price_records created", func() bool {
+	testkit.Eventually(t, 30*time.Second, "price_records created", func() bool {
 		var exists bool
 		return db.QueryRow(`SELECT to_regclass('price_records') IS NOT NULL`).Scan(&exists) == nil && exists
 	})

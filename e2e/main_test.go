@@ -292,15 +292,3 @@ func simFault(t *testing.T, s *devstack.Stack, fault string) {
 		t.Fatalf("simulator refused fault %s: %d", fault, resp.StatusCode)
 	}
 }
-
-// eventually polls cond until it holds or the timeout passes.
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not true after %s", what, timeout)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}

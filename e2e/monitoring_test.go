@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/prometheus/promql/parser"
 	"go.yaml.in/yaml/v3"
 
+	"cryptopulse/testkit"
 	"cryptopulse/tools/devstack"
 )
 
@@ -323,7 +324,7 @@ func exportedMetrics(t *testing.T) map[string]bool {
 	if a := getJSON(s.URL, "/v1/price/bitcoin", tok); a.Status != http.StatusOK {
 		t.Fatalf("price: %d %s", a.Status, a.Raw)
 	}
-	eventually(t, 10*time.Second, "the price is in history", func() bool {
+	testkit.Eventually(t, 10*time.Second, "the price is in history", func() bool {
 		a := getJSON(s.URL, "/v1/price/bitcoin/history", tok)
 		items, _ := a.Body["items"].([]any)
 		return a.Status == http.StatusOK && len(items) > 0

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"cryptopulse/testkit"
 	"cryptopulse/tools/devstack"
 )
 
@@ -152,7 +153,7 @@ func TestRedisOutageThroughNginx(t *testing.T) {
 	}
 	s.Redis.Start(t)
 	var a answer
-	eventually(t, 15*time.Second, "prices answered again", func() bool {
+	testkit.Eventually(t, 15*time.Second, "prices answered again", func() bool {
 		a = getJSON(s.URL, "/v1/price/bitcoin", tok)
 		return a.Status == http.StatusOK
 	})

@@ -115,7 +115,7 @@ func TestPartitionedFetcherLateCompletionIsRefused(t *testing.T) {
 	simFault(t, s, `{"kind":"slow","delay_ms":6000,"times":1}`)
 
 	wait := askInBackground([]string{s.Gateways[0].URL(), s.Gateways[1].URL(), s.Gateways[0].URL()}, "/v1/price/bitcoin", tok)
-	eventually(t, 5*time.Second, "the upstream sees the first call", func() bool { return simCalls(t, s).Calls >= 1 })
+	testkit.Eventually(t, 5*time.Second, "the upstream sees the first call", func() bool { return simCalls(t, s).Calls >= 1 })
 	callAt := time.Now()
 	if owner := batchOwner(t, rdb, "bitcoin:usd:"); owner != inside.Name {
 		t.Fatalf("batch owned by %q, want %s", owner, inside.Name)
@@ -148,7 +148,7 @@ func TestPartitionedFetcherLateCompletionIsRefused(t *testing.T) {
 		batchID, _ = a.batch()["id"].(string)
 	}
 	const refused = "batch was taken over before we answered"
-	eventually(t, 10*time.Second, "the cut-off fetcher's completion is refused", func() bool {
+	testkit.Eventually(t, 10*time.Second, "the cut-off fetcher's completion is refused", func() bool {
 		return strings.Contains(inside.Output(), refused)
 	})
 	// Give a wrongly accepted completion time to publish and insert.
@@ -168,7 +168,7 @@ func TestPartitionedFetcherLateCompletionIsRefused(t *testing.T) {
 	}
 	defer db.Close()
 	var rows int
-	eventually(t, 10*time.Second, "the batch reaches price_records", func() bool {
+	testkit.Eventually(t, 10*time.Second, "the batch reaches price_records", func() bool {
 		return db.QueryRow("SELECT count(*) FROM price_records WHERE batch_id = $1", batchID).Scan(&rows) == nil && rows > 0
 	})
 	time.Sleep(time.Second) // the outbox of the cut-off fetcher, had it been let through
@@ -244,7 +244,7 @@ func TestPartitionedGatewayAnswers503Quickly(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	eventually(t, 10*time.Second, cut.Name+" serves again", func() bool {
+	testkit.Eventually(t, 10*time.Second, cut.Name+" serves again", func() bool {
 		return getJSON(cut.URL(), "/v1/price/bitcoin", tok).Status == http.StatusOK
 	})
 	report := []string{}

@@ -16,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"cryptopulse/libs/price"
+	"cryptopulse/testkit"
 	"cryptopulse/tools/devstack"
 )
 
@@ -197,7 +198,7 @@ func TestKilledFetcherBatchIsFinishedByAnother(t *testing.T) {
 
 	wait := askInBackground([]string{s.Gateways[0].URL(), s.Gateways[1].URL(), s.Gateways[0].URL()}, "/v1/price/bitcoin", tok)
 
-	eventually(t, 5*time.Second, "the upstream sees the first call", func() bool { return simCalls(t, s).Calls >= 1 })
+	testkit.Eventually(t, 5*time.Second, "the upstream sees the first call", func() bool { return simCalls(t, s).Calls >= 1 })
 	owner := batchOwner(t, rdb, "bitcoin:usd:")
 	if err := fetcherNamed(t, s, owner).Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -222,7 +223,7 @@ func batchOwner(t *testing.T, rdb *redis.Client, prefix string) string {
 	t.Helper()
 	ctx := context.Background()
 	var owner string
-	eventually(t, 5*time.Second, "a fetcher owns the batch", func() bool {
+	testkit.Eventually(t, 5*time.Second, "a fetcher owns the batch", func() bool {
 		ids, _ := rdb.ZRange(ctx, price.DueKey, 0, -1).Result()
 		for _, id := range ids {
 			if strings.HasPrefix(id, prefix) {
@@ -243,7 +244,7 @@ func TestRedisRestartedEmptyRecoversWithoutRestarts(t *testing.T) {
 	}
 	// The first price must be in Postgres before Redis loses everything:
 	// a record still queued in an empty-restarted Redis is gone.
-	eventually(t, 10*time.Second, "1 row in history", func() bool {
+	testkit.Eventually(t, 10*time.Second, "1 row in history", func() bool {
 		h := getJSON(s.URL, "/v1/price/bitcoin/history", tok)
 		return h.Status == http.StatusOK && h.Body["totalItems"] == float64(1)
 	})
@@ -253,7 +254,7 @@ func TestRedisRestartedEmptyRecoversWithoutRestarts(t *testing.T) {
 	}
 	s.Redis.Start(t)
 	// The gateway's readiness names Redis until it reconnects.
-	eventually(t, 10*time.Second, "gateway ready again", func() bool {
+	testkit.Eventually(t, 10*time.Second, "gateway ready again", func() bool {
 		resp, err := http.Get(s.URL + "/ready")
 		if err != nil {
 			return false
@@ -267,7 +268,7 @@ func TestRedisRestartedEmptyRecoversWithoutRestarts(t *testing.T) {
 	}
 	t.Logf("first request after Redis restarted empty: 200 in %s", a.Took)
 	// Both fetches are history: batch ids must not repeat across Redis lifetimes.
-	eventually(t, 10*time.Second, "2 rows in history", func() bool {
+	testkit.Eventually(t, 10*time.Second, "2 rows in history", func() bool {
 		h := getJSON(s.URL, "/v1/price/bitcoin/history", tok)
 		return h.Status == http.StatusOK && h.Body["totalItems"] == float64(2)
 	})
@@ -293,7 +294,7 @@ func TestEachFetchIsOneRowAndHistoryPages(t *testing.T) {
 		_ = db.QueryRow("SELECT count(*) FROM price_records WHERE coin_id = 'cardano'").Scan(&n)
 		return n
 	}
-	eventually(t, 10*time.Second, "5 rows written", func() bool { return rows() == 5 })
+	testkit.Eventually(t, 10*time.Second, "5 rows written", func() bool { return rows() == 5 })
 	if calls := simCalls(t, s).Calls; calls != 5 || rows() != 5 {
 		t.Fatalf("upstream calls %d, rows %d: want one row per fetch", calls, rows())
 	}
@@ -354,7 +355,7 @@ func TestPostgresOutageLosesNoPrices(t *testing.T) {
 		t.Errorf("Postgres down, history: %d %s, want 503", a.Status, a.Raw)
 	}
 	s.Postgres.Start(t)
-	eventually(t, 20*time.Second, "4 rows once Postgres is back", func() bool {
+	testkit.Eventually(t, 20*time.Second, "4 rows once Postgres is back", func() bool {
 		a := getJSON(s.URL, "/v1/price/litecoin/history", tok)
 		return a.Status == http.StatusOK && a.Body["totalItems"] == float64(4)
 	})

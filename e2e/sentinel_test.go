@@ -157,7 +157,7 @@ func TestStackFollowsSentinelFailovers(t *testing.T) {
 		t.Fatalf("after the second SIGKILL %s is master, want %s", m.Addr, b.Addr)
 	}
 	t.Logf("SIGKILL of %s: %s is master after %s", a.Addr, b.Addr, time.Since(faults[2]).Round(time.Millisecond))
-	eventually(t, bound, "both gateways resubscribe on the new master", func() bool { return numpat(t, b) == 2 })
+	testkit.Eventually(t, bound, "both gateways resubscribe on the new master", func() bool { return numpat(t, b) == 2 })
 	t.Logf("gateways resubscribed on %s %s after the SIGKILL", b.Addr, time.Since(faults[2]).Round(time.Millisecond))
 	time.Sleep(bound)
 	all := l.finish()

@@ -16,6 +16,7 @@ import (
 
 	"cryptopulse/libs/price"
 	"cryptopulse/libs/pricefeed"
+	"cryptopulse/testkit"
 	"cryptopulse/testkit/sse"
 	"cryptopulse/tools/devstack"
 )
@@ -153,7 +154,7 @@ func TestStreamCarriesAPriceFetchedThroughAnotherGateway(t *testing.T) {
 func checkAccessLogRedacted(t *testing.T, s *devstack.Stack, tok string) {
 	t.Helper()
 	access := filepath.Join(s.LogDir(), "nginx-access.log")
-	eventually(t, 10*time.Second, "nginx logs the stream", func() bool {
+	testkit.Eventually(t, 10*time.Second, "nginx logs the stream", func() bool {
 		b, _ := os.ReadFile(access)
 		return strings.Contains(string(b), "/v1/prices/stream?ids=bitcoin&access_token=[redacted]")
 	})
@@ -189,7 +190,7 @@ func TestStoppedGatewayStreamsResumeThroughNginxLosingNothing(t *testing.T) {
 	for range clients {
 		fs = append(fs, follow(ctx, s.URL+"/v1/prices/stream?ids=bitcoin", tok))
 	}
-	eventually(t, 20*time.Second, "every client connected", func() bool {
+	testkit.Eventually(t, 20*time.Second, "every client connected", func() bool {
 		for _, f := range fs {
 			if _, gws := f.snapshot(); len(gws) == 0 {
 				return false
@@ -233,7 +234,7 @@ func TestStoppedGatewayStreamsResumeThroughNginxLosingNothing(t *testing.T) {
 		produce(20)
 	}
 	last := sent[len(sent)-1]
-	eventually(t, 30*time.Second, "every client has the last update", func() bool {
+	testkit.Eventually(t, 30*time.Second, "every client has the last update", func() bool {
 		for _, f := range fs {
 			if p, _ := f.snapshot(); len(p) == 0 || p[len(p)-1].ID != last {
 				return false

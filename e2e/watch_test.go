@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"cryptopulse/libs/price"
+	"cryptopulse/testkit"
 	"cryptopulse/tools/devstack"
 )
 
@@ -22,7 +23,7 @@ func TestStreamedCoinIsRefreshedWithoutRequests(t *testing.T) {
 	defer cancel()
 	f := follow(ctx, s.Gateways[0].URL()+"/v1/prices/stream?ids=cardano", tok)
 	var answers []price.Answer
-	eventually(t, 30*time.Second, "two refreshes of cardano on the stream", func() bool {
+	testkit.Eventually(t, 30*time.Second, "two refreshes of cardano on the stream", func() bool {
 		evs, _ := f.snapshot()
 		answers = answers[:0]
 		for _, ev := range evs {
@@ -42,7 +43,7 @@ func TestStreamedCoinIsRefreshedWithoutRequests(t *testing.T) {
 	if calls := simCalls(t, s).Calls; calls < 2 {
 		t.Errorf("%d upstream calls for %d refreshes", calls, len(answers))
 	}
-	eventually(t, 10*time.Second, "the refreshes in the history", func() bool {
+	testkit.Eventually(t, 10*time.Second, "the refreshes in the history", func() bool {
 		got := getJSON(s.Gateways[0].URL(), "/v1/price/cardano/history?limit=10", tok)
 		var h struct{ TotalItems int }
 		return got.Status == 200 && json.Unmarshal([]byte(got.Raw), &h) == nil && h.TotalItems >= 2

@@ -41,17 +41,6 @@ func leasingLimiter(t *testing.T, r *testkit.Redis, term time.Duration) (*thrott
 	return throttle.New(rdb, throttle.LeaseTerm(term)), calls
 }
 
-// waitFor polls cond until it holds or 5 s pass.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); !cond(); {
-		if time.Now().After(deadline) {
-			t.Fatalf("waited 5s for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // TestLeasedChecksShareRoundTripsAndKeepTheLimitAcrossInstances: three
 // instances, 1,000 requests each at once, on a limit of 1,000 a minute.
 // At most the limit gets through, and no fewer than the limit less what
@@ -105,7 +94,7 @@ func TestLeasedChecksShareRoundTripsAndKeepTheLimitAcrossInstances(t *testing.T)
 	if trips > instances*each/4 {
 		t.Errorf("%d round trips for %d requests, want leases to share them", trips, instances*each)
 	}
-	waitFor(t, "unspent slots to be given back", func() bool {
+	testkit.Eventually(t, 5*time.Second, "unspent slots to be given back", func() bool {
 		n, err := r.FastClient(t).ZCard(ctx, rule.Key()).Result()
 		return err == nil && n == got
 	})
@@ -150,7 +139,7 @@ func TestOneInstanceCountsDownExactlyThroughLeases(t *testing.T) {
 	}
 	// The last lease outgrew the last requests; its term over, the log
 	// holds just the 600 that were made.
-	waitFor(t, "unspent slots to be given back", func() bool {
+	testkit.Eventually(t, 5*time.Second, "unspent slots to be given back", func() bool {
 		n, err := r.FastClient(t).ZCard(ctx, rule.Key()).Result()
 		return err == nil && n == 600
 	})

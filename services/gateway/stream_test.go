@@ -391,7 +391,7 @@ func TestSlowStreamIsDroppedWithoutDelayingOthers(t *testing.T) {
 	const path = "/v1/prices/stream?ids=bitcoin"
 	slow := slowStream(t, base, path, token(t, "slow"))
 	fast := openStream(t, base, path, bearer(t, "fast"))
-	eventually(t, 10*time.Second, "both streams open", func() bool { return metric(t, base, "gateway_streams_open") == 2 })
+	testkit.Eventually(t, 10*time.Second, "both streams open", func() bool { return metric(t, base, "gateway_streams_open") == 2 })
 
 	// Lockstep: the next chunk goes out once the fast client has the last
 	// one, so it never falls behind, however loaded the machine; the slow
@@ -503,18 +503,6 @@ func redisCalls(t *testing.T, rdb *redis.Client) int64 {
 		total += n
 	}
 	return total
-}
-
-// eventually polls cond until it holds or timeout passes.
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %s: %s", timeout, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 // A stopping gateway ends its streams with a retry hint; a client that
